@@ -1,0 +1,36 @@
+"""llm-gateway: vLLM (GPU) → Ollama (CPU) → OpenAI (cloud) behind one LiteLLM proxy.
+
+Read it as the table of contents: validate the stack config, create the namespace and the three
+components, export what clients need. The chain itself lives in components/fallback.py.
+"""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.fallback import chain_names, gateway_url
+from components.litellm import LiteLLMGateway
+from components.ollama import OllamaBackend
+from components.settings import PROJECT
+from components.stack_config import load_settings, openai_api_key
+from components.vllm import VllmBackend
+
+settings = load_settings()  # every value checked before any resource exists
+instance = pulumi.get_stack()
+
+namespace = k8s.core.v1.Namespace(
+    "namespace",
+    metadata={"name": settings.namespace, "labels": kube.labels(PROJECT, instance, "namespace")},
+)
+namespace_name = namespace.metadata.name
+
+VllmBackend("vllm", settings, namespace_name, instance)
+OllamaBackend("ollama", settings, namespace_name, instance)
+gateway = LiteLLMGateway("litellm", settings, namespace_name, instance, openai_api_key(settings))
+
+pulumi.export("gatewayUrl", gateway_url(settings))
+pulumi.export("modelName", settings.gateway.model_name)
+pulumi.export("fallbackChain", chain_names(settings))
+pulumi.export("namespace", namespace_name)
+pulumi.export("vllmReplicas", settings.vllm_replicas)
+pulumi.export("masterKey", gateway.master_key)

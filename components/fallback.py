@@ -1,0 +1,184 @@
+"""The fallback chain, and the LiteLLM proxy config that enforces it.
+
+Pure: no Pulumi import. The Pulumi program puts `render_config_yaml(settings)` in the gateway's
+ConfigMap; the failover drill (`drill/`) starts the real LiteLLM proxy on the very same bytes,
+with only the `api_base` addresses pointed at loopback stand-ins.
+
+Why the config looks the way it does (LiteLLM 1.108.7, sources under site-packages/litellm):
+- One model group per tier, distinct names. Several deployments under one `model_name` are
+  load-balanced at random, not ordered.
+- The chain is nested: the client-facing group falls back to Ollama only, and Ollama's group falls
+  back to the cloud. A flat list `[ollama, openai]` would move on to the cloud after *any* Ollama
+  error, a 400 included (`router_utils/fallback_event_handlers.py:run_async_fallback` catches
+  every exception of a target and tries the next one). Nested, an Ollama 400 stops at Ollama.
+- `fallback_on_unsupported_params: false` makes a 400 from a tier end the request there
+  (`is_bad_request_without_fallback`), and the empty context-window / content-policy fallbacks stop
+  those two 400 subtypes too, which otherwise default to the ordinary chain. A client's bad request
+  must never send its prompt out of the cluster.
+- Per-tier `timeout`, no global one: a deployment's own timeout wins (`Router._get_non_stream_timeout`),
+  and a short global timeout cuts off long healthy answers and re-sends them down the chain.
+- `num_retries: 0`: retries sleep 0.5·2^k s even with nowhere else to go
+  (`Router.async_function_with_retries`); the next tier is the retry.
+- `allowed_fails: 0` + `cooldown_time`: a one-deployment group is never cooled down while
+  `allowed_fails` keeps its default (`cooldown_handlers._should_cooldown_deployment`).
+- Background health checks on the local tiers only, with health-check routing: a failed probe puts
+  the tier in cooldown, so a dead vLLM is skipped without each request paying for it
+  (`proxy_server._write_health_state_to_router_cache`). The cloud is never probed: a probe is a
+  prompt and costs money.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from components.settings import Settings
+
+VLLM_PORT = 8000
+OLLAMA_PORT = 11434
+GATEWAY_PORT = 4000
+
+VLLM_SERVICE = "vllm"
+OLLAMA_SERVICE = "ollama"
+GATEWAY_SERVICE = "litellm"
+
+# Environment variables of the gateway pod; their values come from Kubernetes Secrets only.
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+
+# LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
+LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
+CONFIG_FILE_NAME = "config.yaml"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One step of the chain: a LiteLLM model group and the deployment behind it."""
+
+    name: str  # "vllm", "ollama", "openai"
+    group: str  # the LiteLLM model group name
+    litellm_params: dict[str, Any]
+    in_cluster: bool
+
+
+def service_host(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+def vllm_api_base(settings: Settings) -> str:
+    return f"http://{service_host(VLLM_SERVICE, settings.namespace)}:{VLLM_PORT}/v1"
+
+
+def ollama_api_base(settings: Settings) -> str:
+    return f"http://{service_host(OLLAMA_SERVICE, settings.namespace)}:{OLLAMA_PORT}"
+
+
+def gateway_url(settings: Settings) -> str:
+    return f"http://{service_host(GATEWAY_SERVICE, settings.namespace)}:{GATEWAY_PORT}"
+
+
+def failover_chain(settings: Settings) -> tuple[Tier, ...]:
+    """vLLM, then Ollama, then (if enabled) OpenAI. The cloud is last by construction."""
+    client_group = settings.gateway.model_name
+    local = (
+        Tier(
+            name="vllm",
+            group=client_group,
+            litellm_params={
+                "model": f"openai/{settings.vllm.model}",
+                "api_base": vllm_api_base(settings),
+                "api_key": LOCAL_API_KEY_PLACEHOLDER,
+                "timeout": settings.vllm.timeout_seconds,
+                "max_retries": 0,
+            },
+            in_cluster=True,
+        ),
+        Tier(
+            name="ollama",
+            group=f"{client_group}-ollama",
+            litellm_params={
+                "model": f"ollama_chat/{settings.ollama.model}",
+                "api_base": ollama_api_base(settings),
+                "timeout": settings.ollama.timeout_seconds,
+                "max_retries": 0,
+            },
+            in_cluster=True,
+        ),
+    )
+    if not settings.openai.enabled:
+        return local
+    cloud = Tier(
+        name="openai",
+        group=f"{client_group}-openai",
+        litellm_params={
+            "model": f"openai/{settings.openai.model}",
+            "api_base": settings.openai.api_base,
+            "api_key": f"os.environ/{OPENAI_KEY_ENV}",
+            "timeout": settings.openai.timeout_seconds,
+            "max_retries": 0,
+        },
+        in_cluster=False,
+    )
+    return (*local, cloud)
+
+
+def _model_entry(tier: Tier, health_check_timeout: int) -> dict[str, Any]:
+    model_info: dict[str, Any] = {"id": tier.name}
+    if tier.in_cluster:
+        model_info["health_check_timeout"] = health_check_timeout
+    return {"model_name": tier.group, "litellm_params": dict(tier.litellm_params), "model_info": model_info}
+
+
+def nested_fallbacks(chain: tuple[Tier, ...]) -> list[dict[str, list[str]]]:
+    """Each tier falls back to the next one only: [{vllm: [ollama]}, {ollama: [openai]}]."""
+    return [{tier.group: [after.group]} for tier, after in itertools.pairwise(chain)]
+
+
+def litellm_config(settings: Settings) -> dict[str, Any]:
+    """The whole LiteLLM proxy config. Holds no secret: keys appear only as `os.environ/NAME`."""
+    chain = failover_chain(settings)
+    gateway = settings.gateway
+    # A probe must answer well inside one interval, or probes pile up.
+    health_check_timeout = max(1, min(5, gateway.health_check_interval_seconds - 1))
+    no_fallback = [{tier.group: []} for tier in chain]
+    return {
+        "model_list": [_model_entry(tier, health_check_timeout) for tier in chain],
+        "router_settings": {
+            "fallbacks": nested_fallbacks(chain),
+            "context_window_fallbacks": no_fallback,
+            "content_policy_fallbacks": no_fallback,
+            "fallback_on_unsupported_params": False,
+            "num_retries": gateway.num_retries,
+            "retry_after": 0,
+            "allowed_fails": 0,
+            "cooldown_time": gateway.cooldown_seconds,
+        },
+        "litellm_settings": {
+            "num_retries": gateway.num_retries,
+        },
+        "general_settings": {
+            "master_key": f"os.environ/{MASTER_KEY_ENV}",
+            "background_health_checks": True,
+            "health_check_interval": gateway.health_check_interval_seconds,
+            "enable_health_check_routing": True,
+            "background_health_check_model_groups": [tier.group for tier in chain if tier.in_cluster],
+        },
+    }
+
+
+def render_config_yaml(settings: Settings) -> str:
+    """The exact bytes of the ConfigMap's config.yaml (stable key order, so diffs stay readable)."""
+    return yaml.safe_dump(litellm_config(settings), sort_keys=False, default_flow_style=False)
+
+
+def config_checksum(rendered: str) -> str:
+    """Pod annotation `checksum/config`: a config change rolls the gateway pods."""
+    return hashlib.sha256(rendered.encode()).hexdigest()
+
+
+def chain_names(settings: Settings) -> list[str]:
+    return [tier.name for tier in failover_chain(settings)]

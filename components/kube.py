@@ -1,0 +1,93 @@
+"""Small pure builders for the Kubernetes objects the components share.
+
+No Pulumi import: plain manifest fragments (camelCase, as the API server spells them), so tests and
+the schema validator read exactly what the components send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.settings import PROJECT, Resources
+
+# Every pod here runs as this non-root user; each image allows it once HOME and its data
+# directories point at writable volumes (set per component).
+RUN_AS_USER = 1000
+
+
+def labels(name: str, instance: str, component: str) -> dict[str, str]:
+    """The recommended `app.kubernetes.io/*` labels."""
+    return {
+        **selector_labels(name, instance),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PROJECT,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def selector_labels(name: str, instance: str) -> dict[str, str]:
+    """The immutable subset used by Deployment selectors and Services."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": instance}
+
+
+def metadata(name: str, namespace: Any, object_labels: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": object_labels, **extra}
+
+
+def resources(spec: Resources, extra_limits: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
+        "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit, **(extra_limits or {})},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(read_only_root: bool) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def http_probe(path: str, port: int, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def env(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def secret_env(name: str, secret_name: Any, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+
+
+def cluster_ip_service_spec(selector: dict[str, str], port: int, port_name: str) -> dict[str, Any]:
+    return {
+        "type": "ClusterIP",
+        "selector": selector,
+        "ports": [{"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}],
+    }
+
+
+def volume_claim_spec(size: str, storage_class_name: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class_name:
+        spec["storageClassName"] = storage_class_name
+    return spec

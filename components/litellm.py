@@ -1,0 +1,150 @@
+"""The LiteLLM proxy: the one endpoint clients call, holding the fallback chain.
+
+ConfigMap (the rendered chain, no secret in it), Secrets (master key, OpenAI key), Deployment,
+Service. Policy lives in components/fallback.py; this file only deploys its output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components import kube
+from components.fallback import (
+    CONFIG_FILE_NAME,
+    GATEWAY_PORT,
+    GATEWAY_SERVICE,
+    MASTER_KEY_ENV,
+    OPENAI_KEY_ENV,
+    config_checksum,
+    render_config_yaml,
+)
+from components.settings import Settings
+
+CONFIG_DIR = "/etc/litellm"
+
+
+class LiteLLMGateway(pulumi.ComponentResource):
+    """The gateway. `openai_api_key` must be a secret Output (`Config.require_secret`), or None
+    when the cloud tier is disabled."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        namespace: pulumi.Input[str],
+        instance: str,
+        openai_api_key: pulumi.Output[str] | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("llm-gateway:index:LiteLLMGateway", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = kube.labels(GATEWAY_SERVICE, instance, "gateway")
+        rendered = render_config_yaml(settings)
+
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=kube.metadata(f"{GATEWAY_SERVICE}-config", namespace, labels),
+            data={CONFIG_FILE_NAME: rendered},
+            opts=child,
+        )
+        # LiteLLM refuses to start without a master key, and wants it to start with "sk-".
+        password = random.RandomPassword(f"{name}-master-key", length=48, special=False, opts=child)
+        self.master_key = pulumi.Output.secret(pulumi.Output.concat("sk-", password.result))
+        master_secret = k8s.core.v1.Secret(
+            f"{name}-master-key",
+            metadata=kube.metadata(f"{GATEWAY_SERVICE}-master-key", namespace, labels),
+            type="Opaque",
+            string_data={MASTER_KEY_ENV: self.master_key},
+            opts=child,
+        )
+        secret_env = [kube.secret_env(MASTER_KEY_ENV, master_secret.metadata.name, MASTER_KEY_ENV)]
+        if openai_api_key is not None:
+            openai_secret = k8s.core.v1.Secret(
+                f"{name}-openai-key",
+                metadata=kube.metadata(f"{GATEWAY_SERVICE}-openai-key", namespace, labels),
+                type="Opaque",
+                string_data={OPENAI_KEY_ENV: pulumi.Output.secret(openai_api_key)},
+                opts=child,
+            )
+            secret_env.append(kube.secret_env(OPENAI_KEY_ENV, openai_secret.metadata.name, OPENAI_KEY_ENV))
+
+        selector = kube.selector_labels(GATEWAY_SERVICE, instance)
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+            spec={
+                "replicas": settings.gateway.replicas,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "selector": {"matchLabels": selector},
+                "template": {
+                    # A new chain rolls the pods; LiteLLM reads its config only at start.
+                    "metadata": {"labels": labels, "annotations": {"checksum/config": config_checksum(rendered)}},
+                    "spec": self._pod_spec(settings, config_map.metadata.name, secret_env),
+                },
+            },
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+            spec=kube.cluster_ip_service_spec(selector, GATEWAY_PORT, "http"),
+            opts=child,
+        )
+        self.config_map_name = config_map.metadata.name
+        self.deployment_name = deployment.metadata.name
+        self.service_name = service.metadata.name
+        self.register_outputs({"serviceName": self.service_name, "configMapName": self.config_map_name})
+
+    @staticmethod
+    def _pod_spec(
+        settings: Settings, config_map: pulumi.Input[str], secret_env: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        gateway = settings.gateway
+        return {
+            "automountServiceAccountToken": False,
+            "securityContext": kube.pod_security_context(),
+            "containers": [
+                {
+                    "name": "litellm",
+                    "image": gateway.image.pinned,
+                    "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(GATEWAY_PORT)],
+                    "env": [
+                        *kube.env(
+                            {
+                                "HOME": "/tmp",
+                                "LITELLM_LOG": "ERROR",
+                                # Use the bundled model cost map instead of fetching it at start.
+                                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                            }
+                        ),
+                        *secret_env,
+                    ],
+                    "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+                    "resources": kube.resources(gateway.resources),
+                    "securityContext": kube.container_security_context(read_only_root=True),
+                    "startupProbe": kube.http_probe(
+                        "/health/liveliness", GATEWAY_PORT, period=5, timeout=3, failures=30
+                    ),
+                    # Never /health: it calls every model, the cloud included.
+                    "readinessProbe": kube.http_probe(
+                        "/health/readiness", GATEWAY_PORT, period=5, timeout=3, failures=3
+                    ),
+                    "livenessProbe": kube.http_probe(
+                        "/health/liveliness", GATEWAY_PORT, period=15, timeout=5, failures=4
+                    ),
+                    "volumeMounts": [
+                        # Mounted as a directory: LiteLLM looks for handler modules beside config.yaml.
+                        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "config", "configMap": {"name": config_map}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        }

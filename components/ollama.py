@@ -1,0 +1,129 @@
+"""Ollama on CPU: the secondary tier. A PVC for the models, a Deployment and a Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.fallback import OLLAMA_PORT, OLLAMA_SERVICE
+from components.settings import Settings
+
+MODELS_PATH = "/models"
+HOME_PATH = "/home/ollama"
+
+# Start a private server, pull the model onto the PVC, stop the server. A model already on the
+# volume is only checked, so restarts are quick.
+PULL_SCRIPT = """\
+ollama serve &
+server=$!
+tries=0
+until ollama list >/dev/null 2>&1; do
+  tries=$((tries + 1)); [ "$tries" -gt 60 ] && { echo "ollama did not start" >&2; exit 1; }
+  sleep 1
+done
+ollama pull "$OLLAMA_MODEL"
+status=$?
+kill "$server"
+exit "$status"
+"""
+
+
+class OllamaBackend(pulumi.ComponentResource):
+    """Serves `ollama.model` at `http://ollama.<namespace>...:11434`, pulled before it is ready."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        namespace: pulumi.Input[str],
+        instance: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("llm-gateway:index:OllamaBackend", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = kube.labels(OLLAMA_SERVICE, instance, "inference")
+        ollama = settings.ollama
+
+        models = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-models",
+            metadata=kube.metadata(f"{OLLAMA_SERVICE}-models", namespace, labels),
+            spec=kube.volume_claim_spec(ollama.storage_size, ollama.storage_class_name),
+            opts=child,
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels),
+            spec={
+                "replicas": 1,
+                # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": kube.selector_labels(OLLAMA_SERVICE, instance)},
+                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(settings, models.metadata.name)},
+            },
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels),
+            spec=kube.cluster_ip_service_spec(kube.selector_labels(OLLAMA_SERVICE, instance), OLLAMA_PORT, "http"),
+            opts=child,
+        )
+        self.deployment_name = deployment.metadata.name
+        self.service_name = service.metadata.name
+        self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
+
+    @staticmethod
+    def _pod_spec(settings: Settings, models_claim: pulumi.Input[str]) -> dict[str, Any]:
+        ollama = settings.ollama
+        common_env = {"HOME": HOME_PATH, "OLLAMA_MODELS": MODELS_PATH, "OLLAMA_MODEL": ollama.model}
+        mounts = [
+            {"name": "models", "mountPath": MODELS_PATH},
+            {"name": "home", "mountPath": HOME_PATH},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ]
+        return {
+            "automountServiceAccountToken": False,
+            "securityContext": kube.pod_security_context(),
+            "initContainers": [
+                {
+                    "name": "pull-model",
+                    "image": ollama.image.pinned,
+                    "command": ["/bin/sh", "-c", PULL_SCRIPT],
+                    "env": kube.env({**common_env, "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}"}),
+                    "resources": kube.resources(ollama.resources),
+                    "securityContext": kube.container_security_context(read_only_root=True),
+                    "volumeMounts": mounts,
+                }
+            ],
+            "containers": [
+                {
+                    "name": "ollama",
+                    "image": ollama.image.pinned,
+                    "args": ["serve"],
+                    "env": kube.env(
+                        {
+                            **common_env,
+                            "OLLAMA_HOST": f"0.0.0.0:{OLLAMA_PORT}",
+                            # A fallback tier idles most of the time; unloading the model after the
+                            # default 5 min would make every first failover pay for a model load.
+                            "OLLAMA_KEEP_ALIVE": "-1",
+                        }
+                    ),
+                    "ports": [{"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}],
+                    "resources": kube.resources(ollama.resources),
+                    "securityContext": kube.container_security_context(read_only_root=True),
+                    # The init container has pulled the model: serving means ready.
+                    "readinessProbe": kube.http_probe("/api/version", OLLAMA_PORT, period=5, timeout=2, failures=2),
+                    "livenessProbe": kube.http_probe("/api/version", OLLAMA_PORT, period=15, timeout=5, failures=6),
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": [
+                {"name": "models", "persistentVolumeClaim": {"claimName": models_claim}},
+                {"name": "home", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        }

@@ -1,0 +1,52 @@
+"""Reads the stack configuration out of Pulumi and hands it to the pure settings parser.
+
+The OpenAI key's value is never read here: only whether it is set, and set as a secret. The one
+place that reads it is `openai_api_key`, through `Config.require_secret`.
+"""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from components.settings import OPENAI_KEY_CONFIG, PROJECT, ConfigError, Settings, parse_settings
+
+
+def _project_config() -> dict[str, str]:
+    """Every `llm-gateway:*` key the stack sets, so a typo in a top-level key is caught too.
+
+    Pulumi passes config in PULUMI_CONFIG (a `pulumi up`) or through `set_all_config` (tests);
+    `Config.get` alone can only look up keys it already knows.
+    """
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    found: dict[str, str] = {}
+    for full_key, value in values.items():
+        namespace, _, key = full_key.partition(":")
+        if namespace != PROJECT:
+            continue
+        key = key.removeprefix("config:")  # the older `project:config:key` form
+        found[key] = "(secret)" if key == OPENAI_KEY_CONFIG else value
+    return found
+
+
+def _openai_key_state(raw: dict[str, str]) -> str:
+    if OPENAI_KEY_CONFIG not in raw:
+        return "missing"
+    if runtime_config.is_config_secret(f"{PROJECT}:{OPENAI_KEY_CONFIG}"):
+        return "secret"
+    return "plaintext"
+
+
+def load_settings() -> Settings:
+    """Validated settings, or a clean Pulumi error (no traceback) naming the key and the fix."""
+    raw = _project_config()
+    try:
+        return parse_settings(raw, openai_key=_openai_key_state(raw))
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+
+
+def openai_api_key(settings: Settings) -> pulumi.Output[str] | None:
+    if not settings.openai.enabled:
+        return None
+    return pulumi.Config(PROJECT).require_secret(OPENAI_KEY_CONFIG)

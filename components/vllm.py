@@ -1,0 +1,118 @@
+"""vLLM on a GPU: the primary tier. A PVC for the model cache, a Deployment and a Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.fallback import VLLM_PORT, VLLM_SERVICE
+from components.settings import Settings
+
+CACHE_PATH = "/cache"
+
+
+class VllmBackend(pulumi.ComponentResource):
+    """Serves `vllm.model` on an OpenAI-compatible API at `http://vllm.<namespace>...:8000/v1`."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        namespace: pulumi.Input[str],
+        instance: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("llm-gateway:index:VllmBackend", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = kube.labels(VLLM_SERVICE, instance, "inference")
+        vllm = settings.vllm
+
+        cache = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-cache",
+            metadata=kube.metadata(f"{VLLM_SERVICE}-cache", namespace, labels),
+            spec=kube.volume_claim_spec(vllm.cache_size, vllm.storage_class_name),
+            # The model download is minutes of work: keep it when the stack scales to 0.
+            opts=child,
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=kube.metadata(VLLM_SERVICE, namespace, labels),
+            spec={
+                # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the
+                # gateway gets "connection refused" at once and moves on to Ollama.
+                "replicas": settings.vllm_replicas,
+                # One GPU cannot hold the old and the new pod at once: stop, then start.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": kube.selector_labels(VLLM_SERVICE, instance)},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": self._pod_spec(settings, cache.metadata.name),
+                },
+            },
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=kube.metadata(VLLM_SERVICE, namespace, labels),
+            spec=kube.cluster_ip_service_spec(kube.selector_labels(VLLM_SERVICE, instance), VLLM_PORT, "http"),
+            opts=child,
+        )
+        self.deployment_name = deployment.metadata.name
+        self.service_name = service.metadata.name
+        self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
+
+    @staticmethod
+    def _pod_spec(settings: Settings, cache_claim: pulumi.Input[str]) -> dict[str, Any]:
+        vllm = settings.vllm
+        gpu_limit = {"nvidia.com/gpu": str(vllm.gpu_count)} if vllm.gpu_count else {}
+        spec: dict[str, Any] = {
+            "automountServiceAccountToken": False,
+            "securityContext": kube.pod_security_context(),
+            "containers": [
+                {
+                    "name": "vllm",
+                    "image": vllm.image.pinned,
+                    "args": [
+                        "--model",
+                        vllm.model,
+                        "--served-model-name",
+                        vllm.model,
+                        "--port",
+                        str(VLLM_PORT),
+                        *vllm.extra_args,
+                    ],
+                    "env": kube.env({"HOME": CACHE_PATH, "HF_HOME": f"{CACHE_PATH}/huggingface"}),
+                    "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+                    "resources": kube.resources(vllm.resources, gpu_limit),
+                    # torch and triton write compile caches in places the image decides.
+                    "securityContext": kube.container_security_context(read_only_root=False),
+                    # /health answers only once the engine is up and the model loaded (the API
+                    # server starts after the engine), and 500s when the engine loop has died.
+                    "startupProbe": kube.http_probe("/health", VLLM_PORT, period=10, timeout=5, failures=90),
+                    # Fast readiness: a hung vLLM leaves the Service endpoints in ~4-6 s, after
+                    # which new connections are refused and the gateway fails over at once.
+                    "readinessProbe": kube.http_probe("/health", VLLM_PORT, period=2, timeout=2, failures=2),
+                    # Slow liveness: a busy GPU answering late is not restarted.
+                    "livenessProbe": kube.http_probe("/health", VLLM_PORT, period=15, timeout=10, failures=8),
+                    "volumeMounts": [
+                        {"name": "cache", "mountPath": CACHE_PATH},
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim}},
+                # Tensor-parallel workers talk through shared memory; the default 64 MiB is too small.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": vllm.shm_size}},
+            ],
+        }
+        if vllm.node_selector:
+            spec["nodeSelector"] = dict(vllm.node_selector)
+        if vllm.tolerations:
+            spec["tolerations"] = [{k: v for k, v in vars(t).items() if v is not None} for t in vllm.tolerations]
+        if vllm.runtime_class_name:
+            spec["runtimeClassName"] = vllm.runtime_class_name
+        return spec

@@ -1,0 +1,160 @@
+"""Runs __main__.py under Pulumi's own mocks and returns every registration, normalised.
+
+No CLI, no provider binary, no cluster. Mock quirks handled once, here:
+- numbers cross the mock boundary as floats → whole floats become ints;
+- secrets arrive wrapped in the SDK's signature dict → unwrapped, and the path is recorded;
+- `new_resource` is called from several threads → a lock, and rows sorted by (type, name);
+- `set_mocks` reuses an existing root stack → the root is reset and each run gets a fresh loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import runpy
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import settings as runtime_settings
+
+from components.settings import PROJECT
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "__main__.py"
+# The SDK wraps a secret as {SIGNATURE_KEY: SECRET_SIGNATURE, "value": ...} (pulumi/runtime/rpc.py).
+SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
+MASTER_KEY_CANARY = "MASTERCANARY0123456789abcdefghijklmnopqrstuvwxyzAB"  # 48 chars, like the real one
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    secret_paths: list[str] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.inputs
+
+
+@dataclass
+class ProgramRun:
+    resources: list[Registration]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+
+    def of_type(self, type_token: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str) -> Registration:
+        found = [r for r in self.resources if r.type == type_token and r.inputs.get("metadata", {}).get("name") == name]
+        assert len(found) == 1, f"expected one {type_token} named {name}, found {len(found)}"
+        return found[0]
+
+    @property
+    def kubernetes(self) -> list[Registration]:
+        return [r for r in self.resources if r.type.startswith("kubernetes:")]
+
+
+def normalise(value: Any, path: str, secret_paths: list[str]) -> Any:
+    if isinstance(value, dict):
+        if value.get(SIGNATURE_KEY) == SECRET_SIGNATURE:
+            secret_paths.append(path)
+            return normalise(value.get("value"), path, secret_paths)
+        return {k: normalise(v, f"{path}.{k}" if path else k, secret_paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v, f"{path}[{i}]", secret_paths) for i, v in enumerate(value)]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[Registration] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        secret_paths: list[str] = []
+        inputs = normalise(args.inputs, "", secret_paths)
+        with self.lock:
+            self.rows.append(Registration(args.typ, args.name, inputs, secret_paths))
+        state = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = MASTER_KEY_CANARY
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}, None
+
+
+def stack_config(values: dict[str, Any]) -> dict[str, str]:
+    """Bare keys → the `llm-gateway:key` strings Pulumi hands a program (objects as JSON)."""
+    rendered = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (dict, list)):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        rendered[f"{PROJECT}:{key}"] = text
+    return rendered
+
+
+def _fresh_runtime(config: dict[str, Any], secrets: dict[str, str], stack: str) -> RecordingMocks:
+    runtime_settings.ROOT.set(None)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pulumi.runtime.set_all_config(
+        stack_config({**config, **secrets}), secret_keys=[f"{PROJECT}:{key}" for key in secrets]
+    )
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    return mocks
+
+
+def run_program(config: dict[str, Any], secrets: dict[str, str] | None = None, stack: str = "dev") -> ProgramRun:
+    """Run __main__.py once. `secrets` are stack keys set with `--secret` (bare names)."""
+    mocks = _fresh_runtime(config, secrets or {}, stack)
+    outputs: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
+
+    @pulumi.runtime.test
+    def program():
+        runpy.run_path(str(MAIN), run_name="__main__")
+        exported = runtime_settings.get_root_resource().outputs
+
+        async def resolve():
+            for name, output in exported.items():
+                out = pulumi.Output.from_input(output)
+                outputs[name] = await out.future()
+                if await out.is_secret():
+                    secret_outputs.add(name)
+
+        return pulumi.Output.from_input(resolve())
+
+    program()
+    rows = sorted(mocks.rows, key=lambda r: (r.type, r.name))
+    return ProgramRun(rows, outputs, secret_outputs)
+
+
+def run_program_expecting_error(config: dict[str, Any], secrets: dict[str, str] | None = None):
+    """Run a config that must fail. Returns (error, registrations made before it)."""
+    mocks = _fresh_runtime(config, secrets or {}, "dev")
+    errors: list[pulumi.RunError] = []
+
+    @pulumi.runtime.test
+    def program():
+        try:
+            runpy.run_path(str(MAIN), run_name="__main__")
+        except pulumi.RunError as error:
+            errors.append(error)
+
+    program()  # also lets the runtime finish what set_mocks started
+    assert errors, "the program accepted a config it should have rejected"
+    return errors[0], list(mocks.rows)

@@ -1,0 +1,261 @@
+"""The whole Pulumi program under mocks: what `pulumi up` would register, resource by resource."""
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.fallback import CONFIG_FILE_NAME, config_checksum
+from pulumi_harness import MASTER_KEY_CANARY, ROOT, run_program, run_program_expecting_error
+
+OPENAI_KEY_CANARY = "sk-OPENAICANARY-7f3a9c2e51d04b8a"
+KEY = {"openaiApiKey": OPENAI_KEY_CANARY}
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+SECRET = "kubernetes:core/v1:Secret"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+KUBERNETES_VERSION = "1.33"
+
+
+@pytest.fixture(scope="module")
+def default_run():
+    return run_program({}, KEY)
+
+
+def gateway_config(run):
+    return yaml.safe_load(run.one(CONFIG_MAP, "litellm-config").inputs["data"][CONFIG_FILE_NAME])
+
+
+def container(run, deployment_name):
+    return run.one(DEPLOYMENT, deployment_name).inputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_default_stack_creates_the_expected_resources(default_run):
+    kinds = sorted(f"{r.inputs['kind']}/{r.inputs['metadata']['name']}" for r in default_run.kubernetes)
+    assert kinds == [
+        "ConfigMap/litellm-config",
+        "Deployment/litellm",
+        "Deployment/ollama",
+        "Deployment/vllm",
+        "Namespace/llm-gateway",
+        "PersistentVolumeClaim/ollama-models",
+        "PersistentVolumeClaim/vllm-cache",
+        "Secret/litellm-master-key",
+        "Secret/litellm-openai-key",
+        "Service/litellm",
+        "Service/ollama",
+        "Service/vllm",
+    ]
+    components = sorted(r.type for r in default_run.resources if r.type.startswith("llm-gateway:"))
+    assert components == [
+        "llm-gateway:index:LiteLLMGateway",
+        "llm-gateway:index:OllamaBackend",
+        "llm-gateway:index:VllmBackend",
+    ]
+
+
+def test_every_namespaced_object_is_in_the_stack_namespace():
+    run = run_program({"namespace": "inference"}, KEY)
+    for resource in run.kubernetes:
+        if resource.inputs["kind"] != "Namespace":
+            assert resource.inputs["metadata"]["namespace"] == "inference", resource.name
+
+
+def test_chain_order_with_openai_last(default_run):
+    config = gateway_config(default_run)
+    assert [m["model_info"]["id"] for m in config["model_list"]] == ["vllm", "ollama", "openai"]
+    assert config["router_settings"]["fallbacks"] == [{"chat": ["chat-ollama"]}, {"chat-ollama": ["chat-openai"]}]
+    assert default_run.outputs["fallbackChain"] == ["vllm", "ollama", "openai"]
+
+
+def test_api_bases_point_at_the_services_the_program_created(default_run):
+    config = gateway_config(default_run)
+    bases = {m["model_info"]["id"]: m["litellm_params"]["api_base"] for m in config["model_list"]}
+    for tier, path in (("vllm", "/v1"), ("ollama", "")):
+        service = default_run.one(SERVICE, tier).inputs
+        host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+        assert bases[tier] == f"http://{host}:{service['spec']['ports'][0]['port']}{path}"
+        target = service["spec"]["ports"][0]["targetPort"]
+        ports = container(default_run, tier)["ports"]
+        assert any(port["name"] == target for port in ports)
+    assert default_run.outputs["gatewayUrl"] == "http://litellm.llm-gateway.svc.cluster.local:4000"
+
+
+def test_services_select_their_own_pods(default_run):
+    for name in ("vllm", "ollama", "litellm"):
+        selector = default_run.one(SERVICE, name).inputs["spec"]["selector"]
+        pod_labels = default_run.one(DEPLOYMENT, name).inputs["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items()
+        others = [d for d in default_run.of_type(DEPLOYMENT) if d.inputs["metadata"]["name"] != name]
+        for other in others:
+            assert not selector.items() <= other.inputs["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_per_tier_timeouts_reach_the_config():
+    run = run_program(
+        {"vllm": {"timeoutSeconds": 901}, "ollama": {"timeoutSeconds": 302}, "openai": {"timeoutSeconds": 63}}, KEY
+    )
+    timeouts = {m["model_info"]["id"]: m["litellm_params"]["timeout"] for m in gateway_config(run)["model_list"]}
+    assert timeouts == {"vllm": 901, "ollama": 302, "openai": 63}
+
+
+def test_openai_key_lives_only_in_its_secret_and_stays_secret(default_run):
+    secret = default_run.one(SECRET, "litellm-openai-key")
+    assert secret.inputs["stringData"] == {"OPENAI_API_KEY": OPENAI_KEY_CANARY}
+    assert "stringData" in secret.secret_paths
+    for resource in default_run.resources:
+        if resource is secret:
+            continue
+        assert OPENAI_KEY_CANARY not in json.dumps(resource.inputs), resource.name
+    assert OPENAI_KEY_CANARY not in json.dumps(default_run.outputs)
+
+
+def test_master_key_is_generated_secret_and_only_in_its_secret(default_run):
+    master = f"sk-{MASTER_KEY_CANARY}"
+    secret = default_run.one(SECRET, "litellm-master-key")
+    assert secret.inputs["stringData"] == {"LITELLM_MASTER_KEY": master}
+    assert "stringData" in secret.secret_paths
+    assert default_run.outputs["masterKey"] == master
+    assert default_run.secret_outputs == {"masterKey"}
+    for resource in default_run.kubernetes:
+        if resource is not secret:
+            assert MASTER_KEY_CANARY not in json.dumps(resource.inputs), resource.name
+
+
+def test_gateway_reads_keys_from_secrets_not_values(default_run):
+    env = {item["name"]: item for item in container(default_run, "litellm")["env"]}
+    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "litellm-openai-key", "key": "OPENAI_API_KEY"}
+    assert env["LITELLM_MASTER_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "litellm-master-key"
+    assert all("value" not in item for name, item in env.items() if name.endswith("KEY"))
+
+
+def test_config_checksum_annotation_matches_the_config_map(default_run):
+    data = default_run.one(CONFIG_MAP, "litellm-config").inputs["data"][CONFIG_FILE_NAME]
+    template = default_run.one(DEPLOYMENT, "litellm").inputs["spec"]["template"]
+    assert template["metadata"]["annotations"]["checksum/config"] == config_checksum(data)
+
+
+def test_gaming_mode_scales_vllm_to_zero_and_keeps_the_chain(default_run):
+    gaming = run_program({"gamingMode": True}, KEY)
+    assert gaming.one(DEPLOYMENT, "vllm").inputs["spec"]["replicas"] == 0
+    assert default_run.one(DEPLOYMENT, "vllm").inputs["spec"]["replicas"] == 1
+    assert gaming.one(CONFIG_MAP, "litellm-config").inputs == default_run.one(CONFIG_MAP, "litellm-config").inputs
+    assert gaming.outputs["vllmReplicas"] == 0
+    back = run_program({"gamingMode": False}, KEY)
+    assert back.one(DEPLOYMENT, "vllm").inputs["spec"]["replicas"] == 1
+
+
+def test_vllm_gets_the_gpu_the_scheduling_and_the_volumes():
+    run = run_program(
+        {
+            "vllm": {
+                "gpuCount": 2,
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "runtimeClassName": "nvidia",
+                "imageDigest": "sha256:" + "a" * 64,
+            }
+        },
+        KEY,
+    )
+    deployment = run.one(DEPLOYMENT, "vllm").inputs["spec"]
+    pod = deployment["template"]["spec"]
+    assert deployment["strategy"] == {"type": "Recreate"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["containers"][0]["image"] == "vllm/vllm-openai:v0.11.0@sha256:" + "a" * 64
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "vllm-cache"
+
+
+def test_ollama_pulls_its_model_onto_the_volume_before_serving(default_run):
+    pod = default_run.one(DEPLOYMENT, "ollama").inputs["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    assert "ollama pull" in init["command"][-1]
+    assert {"name": "OLLAMA_MODEL", "value": "qwen2.5:3b"} in init["env"]
+    assert {"name": "OLLAMA_MODELS", "value": "/models"} in init["env"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ollama-models"
+
+
+def test_without_the_cloud_tier_there_are_two_tiers_and_no_openai_secret():
+    run = run_program({"openai": {"enabled": False}})
+    assert [m["model_info"]["id"] for m in gateway_config(run)["model_list"]] == ["vllm", "ollama"]
+    assert [s.inputs["metadata"]["name"] for s in run.of_type(SECRET)] == ["litellm-master-key"]
+    env_names = [item["name"] for item in container(run, "litellm")["env"]]
+    assert "OPENAI_API_KEY" not in env_names
+    assert run.outputs["fallbackChain"] == ["vllm", "ollama"]
+
+
+@pytest.mark.parametrize(
+    ("config", "secrets", "key"),
+    [
+        ({"vllm": {"replicaz": 1}}, KEY, "llm-gateway:vllm.replicaz"),
+        ({"vllm": {"replicas": -1}}, KEY, "llm-gateway:vllm.replicas"),
+        ({"ollama": {"model": ""}}, KEY, "llm-gateway:ollama.model"),
+        ({"gamingMode": "maybe"}, KEY, "llm-gateway:gamingMode"),
+        ({"gatway": {"replicas": 2}}, KEY, "llm-gateway:gatway"),
+        ({}, {}, "llm-gateway:openaiApiKey"),
+        (KEY, {}, "llm-gateway:openaiApiKey"),  # set without --secret
+    ],
+)
+def test_bad_config_fails_before_any_resource_is_registered(config, secrets, key):
+    error, registered = run_program_expecting_error(config, secrets)
+    assert str(error).startswith(key)
+    assert registered == []
+    assert OPENAI_KEY_CANARY not in str(error)
+
+
+def manifests(run):
+    return [r.inputs for r in run.kubernetes]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"openai": {"enabled": False}}, {"gamingMode": True}])
+def test_every_manifest_validates_strictly(overrides):
+    secrets = {} if overrides.get("openai") else KEY
+    run = run_program(overrides, secrets)
+    for manifest in manifests(run):
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def stack_files():
+    return sorted(ROOT.glob("Pulumi.*.yaml"))
+
+
+def stack_config_of(path: Path) -> dict:
+    config = yaml.safe_load(path.read_text())["config"]
+    return {key.split(":", 1)[1]: value for key, value in config.items()}
+
+
+def test_the_repo_has_dev_and_prod_stacks():
+    assert {p.name for p in stack_files()} >= {"Pulumi.dev.yaml", "Pulumi.prod.yaml"}
+
+
+@pytest.mark.parametrize("path", stack_files(), ids=lambda p: p.name)
+def test_each_stack_file_runs_cleanly_and_validates(path):
+    config = stack_config_of(path)
+    stack = path.name.split(".")[1]
+    run = run_program(config, KEY, stack=stack)
+    assert run.outputs["fallbackChain"][-1] == "openai"
+    for manifest in manifests(run):
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        assert manifest["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == stack
+
+
+def test_dev_stack_runs_without_a_gpu():
+    run = run_program(stack_config_of(ROOT / "Pulumi.dev.yaml"), KEY)
+    vllm = run.one(DEPLOYMENT, "vllm").inputs["spec"]
+    assert vllm["replicas"] == 0
+    assert "nvidia.com/gpu" not in vllm["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_prod_stack_schedules_vllm_on_gpu_nodes():
+    run = run_program(stack_config_of(ROOT / "Pulumi.prod.yaml"), KEY, stack="prod")
+    pod = run.one(DEPLOYMENT, "vllm").inputs["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
