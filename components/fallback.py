@@ -21,10 +21,17 @@ Why the config looks the way it does (LiteLLM 1.108.7, sources under site-packag
   (`Router.async_function_with_retries`); the next tier is the retry.
 - `allowed_fails: 0` + `cooldown_time`: a one-deployment group is never cooled down while
   `allowed_fails` keeps its default (`cooldown_handlers._should_cooldown_deployment`).
-- Background health checks on the local tiers only, with health-check routing: a failed probe puts
-  the tier in cooldown, so a dead vLLM is skipped without each request paying for it
-  (`proxy_server._write_health_state_to_router_cache`). The cloud is never probed: a probe is a
-  prompt and costs money.
+- Background health checks on vLLM only, with health-check routing: a failed probe puts vLLM in
+  cooldown, so a dead or hung vLLM is skipped without each request paying for it
+  (`proxy_server._write_health_state_to_router_cache`). The cloud is never probed (a probe is a
+  prompt, and costs money); Ollama is not either (a probe is CPU work, and a slow probe must not
+  count as "down").
+- Ollama is never cooled down (`model_info.allowed_fails` on a one-deployment group, see
+  `cooldown_handlers._should_cooldown_based_on_deployment_policy`). Seen in the drill: while vLLM
+  is cooling down, LiteLLM records the client group's "No deployments available" error (a 429)
+  against the deployment that served the fallback — Ollama — and cools *it* down, which would send
+  the next requests to the cloud while Ollama is healthy. Every request therefore tries Ollama
+  first; a refused connection costs milliseconds.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
+# Failures Ollama may have before a cooldown: in effect never (see the module docstring).
+NEVER_COOL_DOWN = 1_000_000
 CONFIG_FILE_NAME = "config.yaml"
 
 
@@ -63,6 +72,8 @@ class Tier:
     group: str  # the LiteLLM model group name
     litellm_params: dict[str, Any]
     in_cluster: bool
+    probed: bool = False  # background health checks (and cooldown on a failed probe)
+    cooled_down: bool = True  # False: every request tries this tier, whatever happened before
 
 
 def service_host(service: str, namespace: str) -> str:
@@ -96,6 +107,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
                 "max_retries": 0,
             },
             in_cluster=True,
+            probed=True,
         ),
         Tier(
             name="ollama",
@@ -107,6 +119,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
                 "max_retries": 0,
             },
             in_cluster=True,
+            cooled_down=False,
         ),
     )
     if not settings.openai.enabled:
@@ -128,8 +141,10 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
 
 def _model_entry(tier: Tier, health_check_timeout: int) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
-    if tier.in_cluster:
+    if tier.probed:
         model_info["health_check_timeout"] = health_check_timeout
+    if not tier.cooled_down:
+        model_info["allowed_fails"] = NEVER_COOL_DOWN
     return {"model_name": tier.group, "litellm_params": dict(tier.litellm_params), "model_info": model_info}
 
 
@@ -165,7 +180,7 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
             "background_health_checks": True,
             "health_check_interval": gateway.health_check_interval_seconds,
             "enable_health_check_routing": True,
-            "background_health_check_model_groups": [tier.group for tier in chain if tier.in_cluster],
+            "background_health_check_model_groups": [tier.group for tier in chain if tier.probed],
         },
     }
 

@@ -58,10 +58,14 @@ def test_no_retries_and_cooldown_that_works_for_one_deployment_groups():
     assert router["cooldown_time"] == 7
 
 
-def test_health_checks_probe_local_tiers_only():
-    general = litellm_config(settings_for())["general_settings"]
-    assert general["background_health_check_model_groups"] == ["chat", "chat-ollama"]
+def test_health_checks_probe_vllm_only_and_ollama_is_never_cooled_down():
+    config = litellm_config(settings_for())
+    general = config["general_settings"]
+    assert general["background_health_check_model_groups"] == ["chat"]
     assert general["enable_health_check_routing"] is True
+    info = {entry["model_info"]["id"]: entry["model_info"] for entry in config["model_list"]}
+    assert info["ollama"]["allowed_fails"] >= 1000
+    assert "allowed_fails" not in info["vllm"] and "allowed_fails" not in info["openai"]
 
 
 def test_secrets_appear_only_as_environment_references():

@@ -1,0 +1,58 @@
+"""A minimal OpenAI-format client for the drill: one request, its tier, its latency."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from drill.runner import DRILL_MASTER_KEY
+
+
+@dataclass
+class Answer:
+    status: int
+    seconds: float
+    body: dict[str, Any]
+    headers: dict[str, str]
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tier(self) -> str | None:
+        """The tier that served it, from LiteLLM's `x-litellm-model-id` (the deployment's id)."""
+        return self.headers.get("x-litellm-model-id")
+
+    @property
+    def content(self) -> str:
+        if self.chunks:
+            return "".join((c["choices"][0]["delta"].get("content") or "") for c in self.chunks if c.get("choices"))
+        choices = self.body.get("choices") or [{}]
+        return (choices[0].get("message") or {}).get("content") or ""
+
+
+def chat(base_url: str, model: str, prompt: str = "hello", stream: bool = False, timeout: float = 120) -> Answer:
+    payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
+    headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
+    started = time.monotonic()
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        if not stream:
+            response = client.post(f"{base_url}/v1/chat/completions", json=payload, headers=headers)
+            return Answer(response.status_code, time.monotonic() - started, response.json(), dict(response.headers))
+        chunks: list[dict[str, Any]] = []
+        with client.stream("POST", f"{base_url}/v1/chat/completions", json=payload, headers=headers) as response:
+            body: dict[str, Any] = {}
+            if response.status_code != 200:
+                response.read()
+                return Answer(response.status_code, time.monotonic() - started, response.json(), dict(response.headers))
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[len("data: ") :])
+                if "error" in event:
+                    body = event
+                else:
+                    chunks.append(event)
+            return Answer(response.status_code, time.monotonic() - started, body, dict(response.headers), chunks)

@@ -1,0 +1,170 @@
+"""Start the real LiteLLM proxy on the config the Pulumi program deploys, against loopback stand-ins.
+
+The config is `components.fallback.render_config_yaml(settings)` — the ConfigMap's bytes — with
+only each tier's `api_base` rewritten to a stand-in on 127.0.0.1. Anything else would mean testing
+a different gateway from the one deployed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from components.fallback import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, render_config_yaml
+from components.settings import Settings
+from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
+
+DRILL_MASTER_KEY = "sk-drill-master-key"
+DRILL_OPENAI_KEY = "sk-drill-openai-key"  # reaches only the loopback stand-in
+START_TIMEOUT_SECONDS = 90
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def _require_loopback(url: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"the drill only talks to loopback, refusing {url}")
+    return url
+
+
+def drill_config(settings: Settings, api_bases: dict[str, str]) -> str:
+    """The deployed config with each tier's api_base (by tier id) pointed at a loopback stand-in."""
+    config = yaml.safe_load(render_config_yaml(settings))
+    for entry in config["model_list"]:
+        tier = entry["model_info"]["id"]
+        entry["litellm_params"]["api_base"] = _require_loopback(api_bases[tier])
+    for entry in config["model_list"]:  # belt and braces: nothing else may leave the machine
+        _require_loopback(entry["litellm_params"]["api_base"])
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass
+class Drill:
+    """Stand-ins for every tier of `settings`, and the proxy in front of them."""
+
+    settings: Settings
+    standins: dict[str, StandIn] = field(default_factory=dict)
+    proxy: subprocess.Popen | None = None
+    port: int = 0
+    workdir: Path | None = None
+    log_path: Path | None = None
+    workers: int = 1
+
+    def start(self) -> Drill:
+        self.standins = {
+            "vllm": OpenAIStandIn("vllm", self.settings.vllm.model, free_port()).start(),
+            "ollama": OllamaStandIn("ollama", self.settings.ollama.model, free_port()).start(),
+        }
+        if self.settings.openai.enabled:
+            self.standins["openai"] = OpenAIStandIn("openai", self.settings.openai.model, free_port()).start()
+        bases = {
+            "vllm": f"{self.standins['vllm'].url}/v1",
+            "ollama": self.standins["ollama"].url,
+            "openai": f"{self.standins['openai'].url}/v1" if "openai" in self.standins else "",
+        }
+        self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
+        config_path = self.workdir / CONFIG_FILE_NAME
+        config_path.write_text(drill_config(self.settings, bases))
+        self._copy_config_dir_extras()
+        self.port = free_port()
+        self.log_path = self.workdir / "proxy.log"
+        env = {
+            **os.environ,
+            MASTER_KEY_ENV: DRILL_MASTER_KEY,
+            OPENAI_KEY_ENV: DRILL_OPENAI_KEY,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": os.environ.get("DRILL_LITELLM_LOG", "ERROR"),  # INFO or DEBUG to investigate
+            "NO_PROXY": "*",
+        }
+        command = [
+            str(Path(sys.executable).with_name("litellm")),
+            "--config",
+            str(config_path),
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+        ]
+        if self.workers > 1:
+            command += ["--num_workers", str(self.workers)]
+        with open(self.log_path, "wb") as log:
+            self.proxy = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir
+            )
+        self._wait_ready()
+        return self
+
+    def _copy_config_dir_extras(self) -> None:
+        """Files the ConfigMap ships beside config.yaml (none yet); kept in one place for the drill."""
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.proxy.poll() is not None:
+                raise RuntimeError(f"LiteLLM exited with {self.proxy.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/readiness", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"LiteLLM not ready after {START_TIMEOUT_SECONDS} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop what this drill started: the proxy (its own process group, by PID) and the stand-ins."""
+        if self.proxy is not None and self.proxy.poll() is None:
+            os.killpg(self.proxy.pid, signal.SIGTERM)
+            try:
+                self.proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proxy.pid, signal.SIGKILL)
+                self.proxy.wait(5)
+        for standin in self.standins.values():
+            standin.stop()
+
+    def counts(self) -> dict[str, int]:
+        return {tier: standin.client_requests for tier, standin in self.standins.items()}
+
+    def reset_counts(self) -> None:
+        for standin in self.standins.values():
+            standin.reset_counts()
+
+    def all_up(self) -> None:
+        for standin in self.standins.values():
+            standin.set_mode("up")
+
+    def __enter__(self) -> Drill:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

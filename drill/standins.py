@@ -1,0 +1,304 @@
+"""Stand-in backends on 127.0.0.1 with fault modes switchable at run time.
+
+- `OpenAIStandIn`: the OpenAI chat-completion API, as vLLM and the cloud tier serve it.
+- `OllamaStandIn`: Ollama's native `/api/chat` (NDJSON when streaming), as `ollama_chat/` calls it.
+
+Each tags its answers with its tier name ("[vllm] ...") and counts the client requests it served,
+apart from LiteLLM's health-check probes (recognised by LiteLLM's probe prompt). Modes:
+  up             answers at once
+  down           port closed: connection refused, like a Service with 0 replicas
+  hang           accepts the request and never answers
+  slow           a correct answer spread over `delay` seconds (streams send tokens as they go)
+  error          HTTP `status` with a realistic body
+  stall          streams `stall_after` chunks, then goes silent (hangs)
+
+All servers run on one private event loop in a daemon thread; nothing here listens beyond loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+LOOPBACK = "127.0.0.1"
+# LiteLLM's health-check prompts (proxy/health_check.py:_get_random_llm_message).
+PROBE_PROMPTS = ("Hey how's it going?", "What's 1 + 1?")
+HANG_LIMIT_SECONDS = 600  # a hung request is released at the latest after this, or at stop()
+
+ERROR_BODIES = {
+    400: {"message": "This model's maximum context length is 32768 tokens.", "type": "BadRequestError"},
+    401: {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"},
+    429: {"message": "Rate limit reached. Please try again later.", "type": "rate_limit_error"},
+    500: {"message": "Internal server error", "type": "InternalServerError"},
+    503: {"message": "The server is overloaded or not ready yet.", "type": "ServiceUnavailableError"},
+}
+
+
+@dataclass
+class Mode:
+    name: str = "up"
+    delay: float = 0.0
+    status: int = 500
+    stall_after: int = 2
+
+
+class _Loop:
+    """One asyncio loop in a daemon thread, shared by every stand-in of a drill."""
+
+    _instance: _Loop | None = None
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="standins", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> _Loop:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def run(self, coroutine, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+class StandIn:
+    """Base: a loopback HTTP server whose behaviour the test sets with `set_mode`."""
+
+    def __init__(self, tier: str, model: str, port: int, tokens: int = 8) -> None:
+        self.tier = tier
+        self.model = model
+        self.port = port
+        self.tokens = tokens
+        self.mode = Mode()
+        self.served: Counter[str] = Counter()  # "client", "probe", "client-received"
+        self._runner: web.AppRunner | None = None
+        self._release = None
+
+    # ---- control (called from the test thread) ----
+    def start(self) -> StandIn:
+        _Loop.get().run(self._start())
+        return self
+
+    def stop(self) -> None:
+        _Loop.get().run(self._stop())
+
+    def set_mode(self, name: str, **options: Any) -> None:
+        previous = self.mode.name
+        self.mode = Mode(name=name, **options)
+        if name == "down" and previous != "down":
+            _Loop.get().run(self._close_port())
+        elif name != "down" and previous == "down":
+            _Loop.get().run(self._open_port())
+        if name not in ("hang", "stall"):
+            _Loop.get().run(self._release_hung())
+
+    def reset_counts(self) -> None:
+        self.served.clear()
+
+    @property
+    def client_requests(self) -> int:
+        return self.served["client"]
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    # ---- server internals (on the stand-in loop) ----
+    async def _start(self) -> None:
+        self._release = asyncio.Event()
+        await self._open_port()
+
+    async def _open_port(self) -> None:
+        app = web.Application()
+        self.routes(app)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True).start()
+
+    async def _close_port(self) -> None:
+        """Like a pod going away: the listener and every open keep-alive connection close."""
+        await self._release_hung()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _release_hung(self) -> None:
+        self._release.set()
+        self._release = asyncio.Event()
+
+    async def _stop(self) -> None:
+        await self._release_hung()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _hang(self) -> None:
+        release = self._release
+        try:
+            await asyncio.wait_for(release.wait(), HANG_LIMIT_SECONDS)
+        except TimeoutError:
+            pass
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def _count(self, body: dict[str, Any]) -> str:
+        messages = body.get("messages") or []
+        text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        kind = "probe" if text in PROBE_PROMPTS else "client"
+        self.served[f"{kind}-received"] += 1
+        return kind
+
+    async def _fault(self, kind: str) -> web.Response | None:
+        """Applies hang / error modes. Returns an error response, or None to go on answering."""
+        mode = self.mode
+        if mode.name == "hang":
+            await self._hang()
+            return web.json_response({"error": {"message": "released"}}, status=503)
+        if mode.name == "error":
+            body = ERROR_BODIES.get(mode.status, {"message": f"HTTP {mode.status}", "type": "error"})
+            return web.json_response({"error": {**body, "param": None, "code": body.get("code")}}, status=mode.status)
+        return None
+
+    def words(self) -> list[str]:
+        return [f"[{self.tier}]"] + [f"w{i}" for i in range(1, self.tokens)]
+
+    async def _pace(self, index: int) -> None:
+        """Spread a slow answer's tokens over `delay` seconds; stall after `stall_after` chunks."""
+        if self.mode.name == "slow" and self.mode.delay > 0:
+            await asyncio.sleep(self.mode.delay / self.tokens)
+        if self.mode.name == "stall" and index >= self.mode.stall_after:
+            await self._hang()
+
+
+class OpenAIStandIn(StandIn):
+    """POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health."""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        kind = self._count(body)
+        failed = await self._fault(kind)
+        if failed is not None:
+            return failed
+        created = int(time.time())
+        ident = f"chatcmpl-{self.tier}-{self.served[kind + '-received']}"
+        words = self.words()
+        usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+        if not body.get("stream"):
+            for index in range(len(words)):
+                await self._pace(index)
+            self.served[kind] += 1
+            return web.json_response(
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def event(delta: dict[str, Any], finish: str | None = None, extra: dict | None = None) -> None:
+            chunk = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **(extra or {}),
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await event({"role": "assistant", "content": ""})
+        for index, word in enumerate(words):
+            await self._pace(index)
+            await event({"content": word if index == 0 else f" {word}"})
+        await event({}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(
+                f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': self.model, 'choices': [], 'usage': usage})}\n\n".encode()
+            )
+        await response.write(b"data: [DONE]\n\n")
+        self.served[kind] += 1
+        return response
+
+
+class OllamaStandIn(StandIn):
+    """Ollama's native API: POST /api/chat (NDJSON stream or one JSON), /api/tags, /api/version."""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/chat", self.chat)
+        app.router.add_get("/api/tags", self.tags)
+        app.router.add_get("/api/version", self.version)
+        app.router.add_post("/api/show", self.show)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.12.6"})
+
+    async def tags(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [{"name": self.model, "model": self.model}]})
+
+    async def show(self, request: web.Request) -> web.Response:
+        return web.json_response({"modelfile": "", "parameters": "", "template": "", "model_info": {}})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        kind = self._count(body)
+        failed = await self._fault(kind)
+        if failed is not None:
+            return failed
+        words = self.words()
+        done = {
+            "model": self.model,
+            "created_at": "2026-11-26T00:00:00Z",
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 5,
+            "eval_count": len(words),
+        }
+        if body.get("stream") is False:
+            for index in range(len(words)):
+                await self._pace(index)
+            self.served[kind] += 1
+            return web.json_response({**done, "message": {"role": "assistant", "content": " ".join(words)}})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for index, word in enumerate(words):
+            await self._pace(index)
+            piece = {
+                "model": self.model,
+                "created_at": "2026-11-26T00:00:00Z",
+                "message": {"role": "assistant", "content": word if index == 0 else f" {word}"},
+                "done": False,
+            }
+            await response.write((json.dumps(piece) + "\n").encode())
+        await response.write((json.dumps({**done, "message": {"role": "assistant", "content": ""}}) + "\n").encode())
+        self.served[kind] += 1
+        return response
