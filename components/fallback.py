@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from components.settings import Settings
+from components.settings import Settings, probe_timeout_seconds
 
 VLLM_PORT = 8000
 OLLAMA_PORT = 11434
@@ -61,6 +61,19 @@ MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
 # Failures Ollama may have before a cooldown: in effect never (see the module docstring).
 NEVER_COOL_DOWN = 1_000_000
+# vLLM: cooled down at the first server-side failure, a timed-out health probe included. Without a
+# per-exception policy a one-deployment group is "lone" when the probe reports it (no requested
+# group, so no fallback known) and is never cooled (`cooldown_handlers._should_cooldown_deployment`).
+# A 400 is the client's fault and is left out.
+COOL_DOWN_AT_FIRST_FAILURE = {
+    "TimeoutErrorAllowedFails": 0,
+    "InternalServerErrorAllowedFails": 0,
+    "ServiceUnavailableErrorAllowedFails": 0,
+    "BadGatewayErrorAllowedFails": 0,
+    "RateLimitErrorAllowedFails": 0,
+    "NotFoundErrorAllowedFails": 0,
+    "AuthenticationErrorAllowedFails": 0,
+}
 CONFIG_FILE_NAME = "config.yaml"
 
 
@@ -143,6 +156,7 @@ def _model_entry(tier: Tier, health_check_timeout: int) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
     if tier.probed:
         model_info["health_check_timeout"] = health_check_timeout
+        model_info["allowed_fails_policy"] = COOL_DOWN_AT_FIRST_FAILURE
     if not tier.cooled_down:
         model_info["allowed_fails"] = NEVER_COOL_DOWN
     return {"model_name": tier.group, "litellm_params": dict(tier.litellm_params), "model_info": model_info}
@@ -157,8 +171,7 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
     """The whole LiteLLM proxy config. Holds no secret: keys appear only as `os.environ/NAME`."""
     chain = failover_chain(settings)
     gateway = settings.gateway
-    # A probe must answer well inside one interval, or probes pile up.
-    health_check_timeout = max(1, min(5, gateway.health_check_interval_seconds - 1))
+    health_check_timeout = probe_timeout_seconds(gateway)
     no_fallback = [{tier.group: []} for tier in chain]
     return {
         "model_list": [_model_entry(tier, health_check_timeout) for tier in chain],

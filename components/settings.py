@@ -414,7 +414,26 @@ def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing") -> Setti
     top.known.append(OPENAI_KEY_CONFIG)
     top.finish()
     _check_openai_key(settings, openai_key)
+    _check_cooldown_covers_probe_cycle(settings.gateway)
     return settings
+
+
+def probe_timeout_seconds(gateway: GatewaySettings) -> int:
+    """A probe must answer well inside one interval, or probes pile up."""
+    return max(1, min(5, gateway.health_check_interval_seconds - 1))
+
+
+def _check_cooldown_covers_probe_cycle(gateway: GatewaySettings) -> None:
+    # A failed probe cools vLLM down until the next probe can fail again; a shorter cooldown opens
+    # a window in which requests are sent to a hung vLLM and wait for its whole timeout.
+    cycle = gateway.health_check_interval_seconds + probe_timeout_seconds(gateway)
+    if gateway.cooldown_seconds < cycle + 1:
+        raise ConfigError(
+            "gateway.cooldownSeconds",
+            gateway.cooldown_seconds,
+            f"must be at least healthCheckIntervalSeconds + probe timeout + 1 = {cycle + 1}, "
+            "so a hung vLLM stays skipped between two probes",
+        )
 
 
 def _check_openai_key(settings: Settings, state: str) -> None:

@@ -18,6 +18,7 @@ All servers run on one private event loop in a daemon thread; nothing here liste
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -141,10 +142,8 @@ class StandIn:
 
     async def _hang(self) -> None:
         release = self._release
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(release.wait(), HANG_LIMIT_SECONDS)
-        except TimeoutError:
-            pass
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -242,9 +241,7 @@ class OpenAIStandIn(StandIn):
             await event({"content": word if index == 0 else f" {word}"})
         await event({}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(
-                f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': self.model, 'choices': [], 'usage': usage})}\n\n".encode()
-            )
+            await response.write(f"data: {json.dumps({'id': ident, 'choices': [], 'usage': usage})}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         self.served[kind] += 1
         return response

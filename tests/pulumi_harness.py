@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from pulumi.runtime import settings as runtime_settings
 
 from components.settings import PROJECT
@@ -158,3 +159,13 @@ def run_program_expecting_error(config: dict[str, Any], secrets: dict[str, str] 
     program()  # also lets the runtime finish what set_mocks started
     assert errors, "the program accepted a config it should have rejected"
     return errors[0], list(mocks.rows)
+
+
+def stack_files() -> list[Path]:
+    return sorted(ROOT.glob("Pulumi.*.yaml"))
+
+
+def stack_config_of(path: Path) -> dict[str, Any]:
+    """A stack file's `config:` with bare keys (mocks do not read stack files: tests feed them)."""
+    config = yaml.safe_load(path.read_text())["config"]
+    return {key.split(":", 1)[1]: value for key, value in config.items()}

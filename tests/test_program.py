@@ -1,14 +1,20 @@
 """The whole Pulumi program under mocks: what `pulumi up` would register, resource by resource."""
 
 import json
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from components.fallback import CONFIG_FILE_NAME, config_checksum
-from pulumi_harness import MASTER_KEY_CANARY, ROOT, run_program, run_program_expecting_error
+from pulumi_harness import (
+    MASTER_KEY_CANARY,
+    ROOT,
+    run_program,
+    run_program_expecting_error,
+    stack_config_of,
+    stack_files,
+)
 
 OPENAI_KEY_CANARY = "sk-OPENAICANARY-7f3a9c2e51d04b8a"
 KEY = {"openaiApiKey": OPENAI_KEY_CANARY}
@@ -220,15 +226,6 @@ def test_every_manifest_validates_strictly(overrides):
     run = run_program(overrides, secrets)
     for manifest in manifests(run):
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
-
-
-def stack_files():
-    return sorted(ROOT.glob("Pulumi.*.yaml"))
-
-
-def stack_config_of(path: Path) -> dict:
-    config = yaml.safe_load(path.read_text())["config"]
-    return {key.split(":", 1)[1]: value for key, value in config.items()}
 
 
 def test_the_repo_has_dev_and_prod_stacks():

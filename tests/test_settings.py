@@ -67,6 +67,7 @@ def test_a_deliberate_zero_stays_zero():
         ({"openai": {"apiBase": "http://api.openai.com"}}, "llm-gateway:openai.apiBase", "https://"),
         ({"openai": {"enabled": "no"}}, "llm-gateway:openai.enabled", "true or false"),
         ({"gateway": {"replicas": 0}}, "llm-gateway:gateway.replicas", "from 1 to 20"),
+        ({"gateway": {"cooldownSeconds": 5}}, "llm-gateway:gateway.cooldownSeconds", "at least"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_the_fix(raw, key, fix):
