@@ -52,10 +52,10 @@ def test_per_tier_timeouts_and_no_global_timeout():
 
 
 def test_no_retries_and_cooldown_that_works_for_one_deployment_groups():
-    router = litellm_config(settings_for({"gateway": {"cooldownSeconds": 7}}))["router_settings"]
+    router = litellm_config(settings_for({"gateway": {"cooldownSeconds": 17}}))["router_settings"]
     assert router["num_retries"] == 0 and router["retry_after"] == 0
     assert router["allowed_fails"] == 0
-    assert router["cooldown_time"] == 7
+    assert router["cooldown_time"] == 17
 
 
 def test_health_checks_probe_vllm_only_and_ollama_is_never_cooled_down():
