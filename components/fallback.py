@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -75,6 +76,9 @@ COOL_DOWN_AT_FIRST_FAILURE = {
     "AuthenticationErrorAllowedFails": 0,
 }
 CONFIG_FILE_NAME = "config.yaml"
+# The custom provider shipped beside config.yaml (LiteLLM imports it from the config's directory).
+PROGRESS_PROVIDER = "vllm-progress"
+PROGRESS_HANDLER_FILE = Path(__file__).resolve().parent.parent / "gateway" / "vllm_progress.py"
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,13 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             name="vllm",
             group=client_group,
             litellm_params={
-                "model": f"openai/{settings.vllm.model}",
+                # gateway/vllm_progress.py: detects a hung vLLM by progress, not total duration.
+                "model": f"{PROGRESS_PROVIDER}/{settings.vllm.model}",
                 "api_base": vllm_api_base(settings),
                 "api_key": LOCAL_API_KEY_PLACEHOLDER,
                 "timeout": settings.vllm.timeout_seconds,
+                "first_token_timeout": settings.vllm.first_token_timeout_seconds,
+                "stall_timeout": settings.vllm.stall_timeout_seconds,
                 "max_retries": 0,
             },
             in_cluster=True,
@@ -187,6 +194,9 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
         },
         "litellm_settings": {
             "num_retries": gateway.num_retries,
+            "custom_provider_map": [
+                {"provider": PROGRESS_PROVIDER, "custom_handler": f"{PROGRESS_HANDLER_FILE.stem}.handler"}
+            ],
         },
         "general_settings": {
             "master_key": f"os.environ/{MASTER_KEY_ENV}",
@@ -203,9 +213,20 @@ def render_config_yaml(settings: Settings) -> str:
     return yaml.safe_dump(litellm_config(settings), sort_keys=False, default_flow_style=False)
 
 
-def config_checksum(rendered: str) -> str:
-    """Pod annotation `checksum/config`: a config change rolls the gateway pods."""
-    return hashlib.sha256(rendered.encode()).hexdigest()
+def gateway_files(settings: Settings) -> dict[str, str]:
+    """Everything the gateway's config directory holds: the ConfigMap's data, byte for byte."""
+    return {
+        CONFIG_FILE_NAME: render_config_yaml(settings),
+        PROGRESS_HANDLER_FILE.name: PROGRESS_HANDLER_FILE.read_text(),
+    }
+
+
+def config_checksum(files: dict[str, str]) -> str:
+    """Pod annotation `checksum/config`: any change to the config directory rolls the gateway pods."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].encode() + b"\0")
+    return digest.hexdigest()
 
 
 def chain_names(settings: Settings) -> list[str]:

@@ -20,7 +20,7 @@ from components.fallback import (
     MASTER_KEY_ENV,
     OPENAI_KEY_ENV,
     config_checksum,
-    render_config_yaml,
+    gateway_files,
 )
 from components.settings import Settings
 
@@ -43,12 +43,12 @@ class LiteLLMGateway(pulumi.ComponentResource):
         super().__init__("llm-gateway:index:LiteLLMGateway", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = kube.labels(GATEWAY_SERVICE, instance, "gateway")
-        rendered = render_config_yaml(settings)
+        files = gateway_files(settings)
 
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=kube.metadata(f"{GATEWAY_SERVICE}-config", namespace, labels),
-            data={CONFIG_FILE_NAME: rendered},
+            data=files,
             opts=child,
         )
         # LiteLLM refuses to start without a master key, and wants it to start with "sk-".
@@ -82,7 +82,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 "selector": {"matchLabels": selector},
                 "template": {
                     # A new chain rolls the pods; LiteLLM reads its config only at start.
-                    "metadata": {"labels": labels, "annotations": {"checksum/config": config_checksum(rendered)}},
+                    "metadata": {"labels": labels, "annotations": {"checksum/config": config_checksum(files)}},
                     "spec": self._pod_spec(settings, config_map.metadata.name, secret_env),
                 },
             },

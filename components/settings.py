@@ -107,6 +107,9 @@ class VllmSettings:
     storage_class_name: str | None = None
     extra_args: tuple[str, ...] = ()
     timeout_seconds: int = 600
+    # Progress limits (gateway/vllm_progress.py): first token, and the longest silence between two.
+    first_token_timeout_seconds: int = 4
+    stall_timeout_seconds: int = 5
 
 
 @dataclass(frozen=True)
@@ -336,8 +339,18 @@ def _parse_vllm(raw: Any) -> VllmSettings:
         storage_class_name=reader.take("storageClassName", None, _dns_label_63),
         extra_args=reader.take("extraArgs", (), lambda k, v: _list_of(k, v, _argument)),
         timeout_seconds=reader.take("timeoutSeconds", defaults.timeout_seconds, _integer(5, 3600)),
+        first_token_timeout_seconds=reader.take(
+            "firstTokenTimeoutSeconds", defaults.first_token_timeout_seconds, _integer(1, 600)
+        ),
+        stall_timeout_seconds=reader.take("stallTimeoutSeconds", defaults.stall_timeout_seconds, _integer(1, 600)),
     )
     reader.finish()
+    if parsed.first_token_timeout_seconds >= parsed.timeout_seconds:
+        raise ConfigError(
+            "vllm.firstTokenTimeoutSeconds",
+            parsed.first_token_timeout_seconds,
+            f"must be below vllm.timeoutSeconds ({parsed.timeout_seconds}), the cap on a whole answer",
+        )
     return parsed
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from components.fallback import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, render_config_yaml
+from components.fallback import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, gateway_files
 from components.settings import Settings
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
 
@@ -46,9 +46,15 @@ def _require_loopback(url: str) -> str:
     return url
 
 
-def drill_config(settings: Settings, api_bases: dict[str, str]) -> str:
-    """The deployed config with each tier's api_base (by tier id) pointed at a loopback stand-in."""
-    config = yaml.safe_load(render_config_yaml(settings))
+def drill_files(settings: Settings, api_bases: dict[str, str]) -> dict[str, str]:
+    """The deployed config directory, with each tier's api_base (by tier id) pointed at loopback."""
+    files = gateway_files(settings)
+    files[CONFIG_FILE_NAME] = drill_config(files[CONFIG_FILE_NAME], api_bases)
+    return files
+
+
+def drill_config(rendered: str, api_bases: dict[str, str]) -> str:
+    config = yaml.safe_load(rendered)
     for entry in config["model_list"]:
         tier = entry["model_info"]["id"]
         entry["litellm_params"]["api_base"] = _require_loopback(api_bases[tier])
@@ -82,9 +88,9 @@ class Drill:
             "openai": f"{self.standins['openai'].url}/v1" if "openai" in self.standins else "",
         }
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
+        for name, text in drill_files(self.settings, bases).items():
+            (self.workdir / name).write_text(text)
         config_path = self.workdir / CONFIG_FILE_NAME
-        config_path.write_text(drill_config(self.settings, bases))
-        self._copy_config_dir_extras()
         self.port = free_port()
         self.log_path = self.workdir / "proxy.log"
         env = {
@@ -112,9 +118,6 @@ class Drill:
             )
         self._wait_ready()
         return self
-
-    def _copy_config_dir_extras(self) -> None:
-        """Files the ConfigMap ships beside config.yaml (none yet); kept in one place for the drill."""
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS

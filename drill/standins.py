@@ -48,6 +48,7 @@ class Mode:
     delay: float = 0.0
     status: int = 500
     stall_after: int = 2
+    tokens: int | None = None  # answer length in this mode (default: the stand-in's own)
 
 
 class _Loop:
@@ -167,12 +168,13 @@ class StandIn:
         return None
 
     def words(self) -> list[str]:
-        return [f"[{self.tier}]"] + [f"w{i}" for i in range(1, self.tokens)]
+        count = self.mode.tokens or self.tokens
+        return [f"[{self.tier}]"] + [f"w{i}" for i in range(1, count)]
 
     async def _pace(self, index: int) -> None:
         """Spread a slow answer's tokens over `delay` seconds; stall after `stall_after` chunks."""
         if self.mode.name == "slow" and self.mode.delay > 0:
-            await asyncio.sleep(self.mode.delay / self.tokens)
+            await asyncio.sleep(self.mode.delay / (self.mode.tokens or self.tokens))
         if self.mode.name == "stall" and index >= self.mode.stall_after:
             await self._hang()
 

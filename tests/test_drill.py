@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from components.fallback import litellm_config
@@ -159,38 +160,113 @@ def test_both_local_tiers_down_openai_answers_in_the_same_format(fresh):
     assert fresh.counts() == {"vllm": 0, "ollama": 0, "openai": 2}
 
 
-def test_hung_vllm_is_detected_then_skipped_without_waiting(fresh):
+def test_vllm_hangs_with_a_request_in_flight_ollama_answers_within_the_limit(fresh):
+    # Nothing has noticed the hang yet: no probe has failed, vLLM is not cooling down. The request
+    # waits only for vllm.firstTokenTimeoutSeconds (gateway/vllm_progress.py), not vllm.timeoutSeconds.
+    fresh.standins["vllm"].set_mode("hang")
+    first = chat(fresh.url, MODEL, timeout=60)
+    report("hung vLLM, request in flight → Ollama", first.seconds)
+    assert_chat_completion(first, "ollama")
+    assert first.seconds < FAILOVER_LIMIT_SECONDS
+    assert first.seconds >= SETTINGS.vllm.first_token_timeout_seconds  # it did wait for vLLM first
+    later = [chat(fresh.url, MODEL, timeout=30) for _ in range(10)]
+    assert [a.tier for a in later] == ["ollama"] * 10
+    slowest = max(a.seconds for a in later)
+    report("hung vLLM, slowest of the next 10 (vLLM cooling down)", slowest)
+    assert slowest < 1.0
+    assert fresh.counts() == {"vllm": 0, "ollama": 11, "openai": 0}
+
+
+def test_vllm_hangs_before_a_stream_starts_the_stream_comes_from_ollama(fresh):
+    fresh.standins["vllm"].set_mode("hang")
+    answer = chat(fresh.url, MODEL, stream=True, timeout=60)
+    report("hung vLLM, streaming request in flight → Ollama", answer.seconds)
+    assert answer.status == 200 and answer.tier == "ollama"
+    assert answer.content == " ".join(fresh.standins["ollama"].words())  # once, not duplicated
+    assert answer.seconds < FAILOVER_LIMIT_SECONDS
+    assert fresh.counts()["openai"] == 0
+
+
+def test_vllm_stalls_mid_answer_non_streaming_client_gets_ollama_whole_answer_only(fresh):
+    fresh.standins["vllm"].set_mode("stall", stall_after=3)
+    answer = chat(fresh.url, MODEL, timeout=60)
+    report("vLLM stalled after 3 tokens (non-streaming) → Ollama", answer.seconds)
+    assert_chat_completion(answer, "ollama")
+    assert answer.content == " ".join(fresh.standins["ollama"].words())  # nothing of vLLM's spliced in
+    assert answer.seconds < SETTINGS.vllm.stall_timeout_seconds + 1.5
+    assert fresh.counts()["openai"] == 0
+
+
+def test_vllm_stalls_mid_stream_the_client_gets_an_error_not_a_spliced_answer(fresh):
+    fresh.standins["vllm"].set_mode("stall", stall_after=3)
+    answer = chat(fresh.url, MODEL, stream=True, timeout=60)
+    report("vLLM stalled after 3 tokens (streaming) → error after", answer.seconds)
+    assert answer.content.startswith("[vllm]")
+    assert "[ollama]" not in answer.content and "[openai]" not in answer.content
+    assert "error" in answer.body  # the stream ends with an error event, not a finish_reason
+    assert answer.seconds < SETTINGS.vllm.stall_timeout_seconds + 1.5
+    assert fresh.counts() == {"vllm": 0, "ollama": 0, "openai": 0}
+
+
+def test_healthy_60_second_stream_from_vllm_is_returned_whole(fresh):
+    # Tokens flow every 0.5 s for 60 s: far longer than any progress limit, never a stall.
+    fresh.standins["vllm"].set_mode("slow", delay=60, tokens=120)
+    answer = chat(fresh.url, MODEL, timeout=120)
+    report("healthy 60 s vLLM answer (non-streaming client) took", answer.seconds)
+    assert_chat_completion(answer, "vllm")
+    assert answer.seconds >= 60
+    assert answer.content == " ".join(fresh.standins["vllm"].words())
+    assert answer.body["usage"]["completion_tokens"] == 120
+    assert fresh.counts() == {"vllm": 1, "ollama": 0, "openai": 0}
+
+
+def test_non_streaming_answer_through_the_progress_path_matches_vllms_own(fresh):
+    through_gateway = chat(fresh.url, MODEL).body
+    direct = httpx.post(
+        f"{fresh.standins['vllm'].url}/v1/chat/completions",
+        json={"model": SETTINGS.vllm.model, "messages": [{"role": "user", "content": "hello"}]},
+        timeout=10,
+    ).json()
+    assert through_gateway["object"] == direct["object"] == "chat.completion"
+    assert through_gateway["choices"][0]["message"] == direct["choices"][0]["message"]
+    assert through_gateway["choices"][0]["finish_reason"] == direct["choices"][0]["finish_reason"]
+    assert through_gateway["usage"] == direct["usage"]
+    assert through_gateway["id"].startswith("chatcmpl-") and direct["id"].startswith("chatcmpl-")
+    assert {"id", "object", "created", "model", "choices", "usage"} <= through_gateway.keys()
+
+
+def test_hung_vllm_is_detected_by_probes_before_any_request(fresh):
     vllm = fresh.standins["vllm"]
     probes_before = vllm.served["probe-received"]
     vllm.set_mode("hang")
     hung_at = time.monotonic()
     # A background probe (every healthCheckIntervalSeconds) meets the hang and times out; that
-    # cools vLLM down. No client request is sent before: one sent to a hung vLLM in the meantime
-    # waits for vLLM's own timeout (the in-flight case, see the README).
+    # cools vLLM down before any client request pays for it.
     while vllm.served["probe-received"] == probes_before and time.monotonic() - hung_at < 15:
         time.sleep(0.1)
     assert vllm.served["probe-received"] > probes_before, "no health probe reached vLLM"
     time.sleep(HEALTH_CHECK_TIMEOUT + 0.5)
-    detected = time.monotonic() - hung_at
-    report("hung vLLM detected (probe timed out) after", detected)
+    report("hung vLLM detected by a probe after", time.monotonic() - hung_at)
     answers = [chat(fresh.url, MODEL, timeout=30) for _ in range(10)]
     assert [a.tier for a in answers] == ["ollama"] * 10
-    first, slowest = answers[0].seconds, max(a.seconds for a in answers)
-    report("hung vLLM, first request after detection", first)
-    report("hung vLLM, slowest of the next 10", slowest)
-    assert slowest < FAILOVER_LIMIT_SECONDS
-    stream = chat(fresh.url, MODEL, stream=True, timeout=30)
-    assert stream.tier == "ollama" and stream.content == " ".join(fresh.standins["ollama"].words())
+    slowest = max(a.seconds for a in answers)
+    report("after a probe saw the hang, slowest of 10 requests", slowest)
+    assert slowest < 1.0
     assert vllm.served["client-received"] == 0
     assert fresh.counts()["openai"] == 0
 
 
 def test_vllm_coming_back_gets_the_traffic_back(fresh):
+    # A refused connection never cools vLLM down: the next request already goes back to it.
     fresh.standins["vllm"].set_mode("down")
-    for _ in range(3):
-        assert chat(fresh.url, MODEL).tier == "ollama"
-    time.sleep(6)  # let a probe see vLLM down, so recovery includes the cooldown
+    assert chat(fresh.url, MODEL).tier == "ollama"
+    fresh.standins["vllm"].set_mode("up")
+    report("refused vLLM back → traffic back after", wait_for_tier(fresh, "vllm", limit=30))
+    # A hang cools vLLM down (gateway.cooldownSeconds); traffic returns once that ends.
+    fresh.standins["vllm"].set_mode("hang")
+    assert chat(fresh.url, MODEL, timeout=60).tier == "ollama"
     fresh.standins["vllm"].set_mode("up")
     recovered = wait_for_tier(fresh, "vllm", limit=30)
-    report("vLLM back → traffic back to vLLM after", recovered)
+    report("hung vLLM back → traffic back to vLLM after", recovered)
+    assert recovered <= SETTINGS.gateway.cooldown_seconds + SETTINGS.gateway.health_check_interval_seconds + 2
     assert fresh.counts()["openai"] == 0

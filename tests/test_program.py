@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.fallback import CONFIG_FILE_NAME, config_checksum
+from components.fallback import CONFIG_FILE_NAME, PROGRESS_HANDLER_FILE, config_checksum
 from pulumi_harness import (
     MASTER_KEY_CANARY,
     ROOT,
@@ -138,9 +138,23 @@ def test_gateway_reads_keys_from_secrets_not_values(default_run):
 
 
 def test_config_checksum_annotation_matches_the_config_map(default_run):
-    data = default_run.one(CONFIG_MAP, "litellm-config").inputs["data"][CONFIG_FILE_NAME]
+    data = default_run.one(CONFIG_MAP, "litellm-config").inputs["data"]
     template = default_run.one(DEPLOYMENT, "litellm").inputs["spec"]["template"]
     assert template["metadata"]["annotations"]["checksum/config"] == config_checksum(data)
+    changed = run_program({"gateway": {"modelName": "assistant"}}, KEY)
+    changed_template = changed.one(DEPLOYMENT, "litellm").inputs["spec"]["template"]
+    assert changed_template["metadata"]["annotations"] != template["metadata"]["annotations"]
+
+
+def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
+    data = default_run.one(CONFIG_MAP, "litellm-config").inputs["data"]
+    assert data[PROGRESS_HANDLER_FILE.name] == PROGRESS_HANDLER_FILE.read_text()
+    config = yaml.safe_load(data[CONFIG_FILE_NAME])
+    handlers = config["litellm_settings"]["custom_provider_map"]
+    assert handlers == [{"provider": "vllm-progress", "custom_handler": "vllm_progress.handler"}]
+    assert config["model_list"][0]["litellm_params"]["model"].startswith("vllm-progress/")
+    mount = container(default_run, "litellm")["volumeMounts"][0]
+    assert mount["mountPath"] == "/etc/litellm" and "subPath" not in mount  # the whole directory
 
 
 def test_gaming_mode_scales_vllm_to_zero_and_keeps_the_chain(default_run):
