@@ -25,9 +25,10 @@ from urllib.parse import urlparse
 import yaml
 
 from components.fallback import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, gateway_files
-from components.settings import Settings
+from components.settings import Settings, parse_settings
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
 
+ROOT = Path(__file__).resolve().parent.parent
 DRILL_MASTER_KEY = "sk-drill-master-key"
 DRILL_OPENAI_KEY = "sk-drill-openai-key"  # reaches only the loopback stand-in
 START_TIMEOUT_SECONDS = 90
@@ -46,18 +47,37 @@ def _require_loopback(url: str) -> str:
     return url
 
 
-def drill_files(settings: Settings, api_bases: dict[str, str]) -> dict[str, str]:
-    """The deployed config directory, with each tier's api_base (by tier id) pointed at loopback."""
+def stack_config(stack: str) -> dict[str, Any]:
+    """A stack file's `config:` with bare keys (Pulumi.<stack>.yaml in the repo)."""
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {key.split(":", 1)[1]: value for key, value in config.items()}
+
+
+def stack_settings(stack: str) -> Settings:
+    """The stack's settings, with the cloud tier on (as a user who has set the key runs it)."""
+    return parse_settings(stack_config(stack), openai_key="secret")
+
+
+def drill_files(settings: Settings, api_bases: dict[str, str], vllm_path: str = "progress") -> dict[str, str]:
+    """The deployed config directory, with each tier's api_base (by tier id) pointed at loopback.
+
+    `vllm_path="plain"` swaps vLLM's progress handler for LiteLLM's stock `openai/` client: only
+    for the benchmark's comparison, never what is deployed.
+    """
     files = gateway_files(settings)
-    files[CONFIG_FILE_NAME] = drill_config(files[CONFIG_FILE_NAME], api_bases)
+    files[CONFIG_FILE_NAME] = drill_config(files[CONFIG_FILE_NAME], api_bases, vllm_path)
     return files
 
 
-def drill_config(rendered: str, api_bases: dict[str, str]) -> str:
+def drill_config(rendered: str, api_bases: dict[str, str], vllm_path: str = "progress") -> str:
     config = yaml.safe_load(rendered)
     for entry in config["model_list"]:
         tier = entry["model_info"]["id"]
-        entry["litellm_params"]["api_base"] = _require_loopback(api_bases[tier])
+        params = entry["litellm_params"]
+        params["api_base"] = _require_loopback(api_bases[tier])
+        if tier == "vllm" and vllm_path == "plain":
+            params["model"] = "openai/" + params["model"].split("/", 1)[1]
+            del params["first_token_timeout"], params["stall_timeout"]
     for entry in config["model_list"]:  # belt and braces: nothing else may leave the machine
         _require_loopback(entry["litellm_params"]["api_base"])
     return yaml.safe_dump(config, sort_keys=False)
@@ -74,6 +94,7 @@ class Drill:
     workdir: Path | None = None
     log_path: Path | None = None
     workers: int = 1
+    vllm_path: str = "progress"
 
     def start(self) -> Drill:
         self.standins = {
@@ -88,7 +109,7 @@ class Drill:
             "openai": f"{self.standins['openai'].url}/v1" if "openai" in self.standins else "",
         }
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
-        for name, text in drill_files(self.settings, bases).items():
+        for name, text in drill_files(self.settings, bases, self.vllm_path).items():
             (self.workdir / name).write_text(text)
         config_path = self.workdir / CONFIG_FILE_NAME
         self.port = free_port()

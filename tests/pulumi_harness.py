@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from pulumi.runtime import settings as runtime_settings
 
 from components.settings import PROJECT
+from drill.runner import stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
@@ -94,7 +94,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
-def stack_config(values: dict[str, Any]) -> dict[str, str]:
+def pulumi_config_strings(values: dict[str, Any]) -> dict[str, str]:
     """Bare keys → the `llm-gateway:key` strings Pulumi hands a program (objects as JSON)."""
     rendered = {}
     for key, value in values.items():
@@ -112,7 +112,7 @@ def _fresh_runtime(config: dict[str, Any], secrets: dict[str, str], stack: str) 
     runtime_settings.ROOT.set(None)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_all_config(
-        stack_config({**config, **secrets}), secret_keys=[f"{PROJECT}:{key}" for key in secrets]
+        pulumi_config_strings({**config, **secrets}), secret_keys=[f"{PROJECT}:{key}" for key in secrets]
     )
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
@@ -167,5 +167,4 @@ def stack_files() -> list[Path]:
 
 def stack_config_of(path: Path) -> dict[str, Any]:
     """A stack file's `config:` with bare keys (mocks do not read stack files: tests feed them)."""
-    config = yaml.safe_load(path.read_text())["config"]
-    return {key.split(":", 1)[1]: value for key, value in config.items()}
+    return stack_config(path.name.split(".")[1])

@@ -15,10 +15,8 @@ import httpx
 import pytest
 
 from components.fallback import litellm_config
-from components.settings import parse_settings
 from drill.client import Answer, chat
-from drill.runner import Drill
-from pulumi_harness import ROOT, stack_config_of
+from drill.runner import Drill, stack_settings
 
 FAILOVER_LIMIT_SECONDS = 5.0  # NFR65
 MODEL = "chat"
@@ -26,7 +24,7 @@ MODEL = "chat"
 pytestmark = pytest.mark.drill
 
 
-SETTINGS = parse_settings(stack_config_of(ROOT / "Pulumi.dev.yaml"), openai_key="secret")
+SETTINGS = stack_settings("dev")
 HEALTH_CHECK_TIMEOUT = litellm_config(SETTINGS)["model_list"][0]["model_info"]["health_check_timeout"]
 
 
