@@ -18,15 +18,21 @@ from components.vllm import VllmBackend
 settings = load_settings()  # every value checked before any resource exists
 instance = pulumi.get_stack()
 
+# One explicit provider: the ambient kubeconfig, or, with `renderYamlToDirectory`, YAML files
+# written to that directory instead of a cluster (see the README: Secrets land there in clear).
+provider = k8s.Provider("kubernetes", render_yaml_to_directory=settings.render_yaml_to_directory)
+on_cluster = pulumi.ResourceOptions(providers=[provider])
+
 namespace = k8s.core.v1.Namespace(
     "namespace",
     metadata={"name": settings.namespace, "labels": kube.labels(PROJECT, instance, "namespace")},
+    opts=pulumi.ResourceOptions(provider=provider),
 )
 namespace_name = namespace.metadata.name
 
-VllmBackend("vllm", settings, namespace_name, instance)
-OllamaBackend("ollama", settings, namespace_name, instance)
-gateway = LiteLLMGateway("litellm", settings, namespace_name, instance, openai_api_key(settings))
+VllmBackend("vllm", settings, namespace_name, instance, opts=on_cluster)
+OllamaBackend("ollama", settings, namespace_name, instance, opts=on_cluster)
+gateway = LiteLLMGateway("litellm", settings, namespace_name, instance, openai_api_key(settings), opts=on_cluster)
 
 pulumi.export("gatewayUrl", gateway_url(settings))
 pulumi.export("modelName", settings.gateway.model_name)

@@ -10,9 +10,9 @@ from typing import Any
 
 from components.settings import PROJECT, Resources
 
-# Every pod here runs as this non-root user; each image allows it once HOME and its data
-# directories point at writable volumes (set per component).
-RUN_AS_USER = 1000
+# Every pod here runs as this non-root user, above 10000 so it matches no user on the node; each
+# image allows it once HOME and its data directories point at writable volumes (set per component).
+RUN_AS_USER = 10001
 
 
 def labels(name: str, instance: str, component: str) -> dict[str, str]:
@@ -91,3 +91,37 @@ def volume_claim_spec(size: str, storage_class_name: str | None) -> dict[str, An
     if storage_class_name:
         spec["storageClassName"] = storage_class_name
     return spec
+
+
+def checkov_skips(reasons: dict[str, str]) -> dict[str, str]:
+    """Annotations that tell checkov which of its checks do not apply here, and why."""
+    return {f"checkov.io/skip{index}": f"{check}={reason}" for index, (check, reason) in enumerate(reasons.items(), 1)}
+
+
+def image_skips(digest: str | None, config_key: str) -> dict[str, str]:
+    """The image checks every Deployment here answers the same way."""
+    reasons = {
+        # Pinned tags are the default and a digest is one setting away; Always would make every pod
+        # restart depend on the registry being reachable (air-gapped clusters, registry outages).
+        "CKV_K8S_15": "exact tags pinned, optional digest; IfNotPresent keeps restarts independent of the registry",
+    }
+    if not digest:
+        reasons["CKV_K8S_43"] = f"digest optional: set {config_key}"
+    return reasons
+
+
+def ingress_only_from(
+    name: str, namespace: Any, object_labels: dict[str, str], target: dict[str, str], source: dict[str, str], port: int
+) -> dict[str, Any]:
+    """A NetworkPolicy: pods `target` accept `port` from pods `source` only (kubelet probes come
+    from the node and are not subject to pod-to-pod policy on common CNIs)."""
+    return {
+        "metadata": metadata(name, namespace, object_labels),
+        "spec": {
+            "podSelector": {"matchLabels": target},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": source}}], "ports": [{"protocol": "TCP", "port": port}]}
+            ],
+        },
+    }

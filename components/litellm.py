@@ -18,7 +18,11 @@ from components.fallback import (
     GATEWAY_PORT,
     GATEWAY_SERVICE,
     MASTER_KEY_ENV,
+    OLLAMA_PORT,
+    OLLAMA_SERVICE,
     OPENAI_KEY_ENV,
+    VLLM_PORT,
+    VLLM_SERVICE,
     config_checksum,
     gateway_files,
 )
@@ -73,9 +77,12 @@ class LiteLLMGateway(pulumi.ComponentResource):
             secret_env.append(kube.secret_env(OPENAI_KEY_ENV, openai_secret.metadata.name, OPENAI_KEY_ENV))
 
         selector = kube.selector_labels(GATEWAY_SERVICE, instance)
+        skips = kube.image_skips(settings.gateway.image.digest, "llm-gateway:gateway.imageDigest")
+        # LiteLLM reads provider and master keys as `os.environ/NAME`; a file would need a wrapper.
+        skips["CKV_K8S_35"] = "LiteLLM reads keys as os.environ/NAME; values come from Secrets via secretKeyRef"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+            metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels, annotations=kube.checkov_skips(skips)),
             spec={
                 "replicas": settings.gateway.replicas,
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -83,7 +90,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 "template": {
                     # A new chain rolls the pods; LiteLLM reads its config only at start.
                     "metadata": {"labels": labels, "annotations": {"checksum/config": config_checksum(files)}},
-                    "spec": self._pod_spec(settings, config_map.metadata.name, secret_env),
+                    "spec": self._pod_spec(settings, config_map.metadata.name, secret_env, selector),
                 },
             },
             opts=child,
@@ -94,23 +101,80 @@ class LiteLLMGateway(pulumi.ComponentResource):
             spec=kube.cluster_ip_service_spec(selector, GATEWAY_PORT, "http"),
             opts=child,
         )
+        if settings.gateway.replicas >= 2:
+            # Drains and upgrades keep one gateway answering. Not with one replica: the PDB would
+            # block every node drain.
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+                spec={"minAvailable": 1, "selector": {"matchLabels": selector}},
+                opts=child,
+            )
+        if settings.network_policies:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-network",
+                metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+                spec=self._network_policy_spec(settings, instance),
+                opts=child,
+            )
         self.config_map_name = config_map.metadata.name
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"serviceName": self.service_name, "configMapName": self.config_map_name})
 
     @staticmethod
+    def _network_policy_spec(settings: Settings, instance: str) -> dict[str, Any]:
+        """Clients may reach port 4000; the gateway may reach the two local tiers, DNS, and (with a
+        cloud tier) HTTPS outside the private ranges."""
+        egress: list[dict[str, Any]] = [
+            {
+                "to": [{"podSelector": {"matchLabels": kube.selector_labels(VLLM_SERVICE, instance)}}],
+                "ports": [{"protocol": "TCP", "port": VLLM_PORT}],
+            },
+            {
+                "to": [{"podSelector": {"matchLabels": kube.selector_labels(OLLAMA_SERVICE, instance)}}],
+                "ports": [{"protocol": "TCP", "port": OLLAMA_PORT}],
+            },
+            # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches): port 53 only.
+            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        ]
+        if settings.openai.enabled:
+            private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+            egress.append(
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": private}}],
+                    "ports": [{"protocol": "TCP", "port": 443}],
+                }
+            )
+        return {
+            "podSelector": {"matchLabels": kube.selector_labels(GATEWAY_SERVICE, instance)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}],
+            "egress": egress,
+        }
+
+    @staticmethod
     def _pod_spec(
-        settings: Settings, config_map: pulumi.Input[str], secret_env: list[dict[str, Any]]
+        settings: Settings, config_map: pulumi.Input[str], secret_env: list[dict[str, Any]], selector: dict[str, str]
     ) -> dict[str, Any]:
         gateway = settings.gateway
         return {
             "automountServiceAccountToken": False,
             "securityContext": kube.pod_security_context(),
+            # Spread replicas over nodes when possible, so one node going away leaves a gateway.
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": selector},
+                }
+            ],
             "containers": [
                 {
                     "name": "litellm",
                     "image": gateway.image.pinned,
+                    "imagePullPolicy": "IfNotPresent",
                     "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(GATEWAY_PORT)],
                     "env": [
                         *kube.env(

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import OLLAMA_PORT, OLLAMA_SERVICE
+from components.fallback import GATEWAY_SERVICE, OLLAMA_PORT, OLLAMA_SERVICE
 from components.settings import Settings
 
 MODELS_PATH = "/models"
@@ -53,9 +53,10 @@ class OllamaBackend(pulumi.ComponentResource):
             spec=kube.volume_claim_spec(ollama.storage_size, ollama.storage_class_name),
             opts=child,
         )
+        skips = kube.checkov_skips(kube.image_skips(ollama.image.digest, "llm-gateway:ollama.imageDigest"))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels),
+            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels, annotations=skips),
             spec={
                 "replicas": 1,
                 # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
@@ -71,6 +72,19 @@ class OllamaBackend(pulumi.ComponentResource):
             spec=kube.cluster_ip_service_spec(kube.selector_labels(OLLAMA_SERVICE, instance), OLLAMA_PORT, "http"),
             opts=child,
         )
+        if settings.network_policies:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-ingress",
+                **kube.ingress_only_from(
+                    f"{OLLAMA_SERVICE}-from-gateway",
+                    namespace,
+                    labels,
+                    target=kube.selector_labels(OLLAMA_SERVICE, instance),
+                    source=kube.selector_labels(GATEWAY_SERVICE, instance),
+                    port=OLLAMA_PORT,
+                ),
+                opts=child,
+            )
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
@@ -91,6 +105,7 @@ class OllamaBackend(pulumi.ComponentResource):
                 {
                     "name": "pull-model",
                     "image": ollama.image.pinned,
+                    "imagePullPolicy": "IfNotPresent",
                     "command": ["/bin/sh", "-c", PULL_SCRIPT],
                     "env": kube.env({**common_env, "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}"}),
                     "resources": kube.resources(ollama.resources),
@@ -102,6 +117,7 @@ class OllamaBackend(pulumi.ComponentResource):
                 {
                     "name": "ollama",
                     "image": ollama.image.pinned,
+                    "imagePullPolicy": "IfNotPresent",
                     "args": ["serve"],
                     "env": kube.env(
                         {

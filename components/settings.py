@@ -149,6 +149,8 @@ class Settings:
     ollama: OllamaSettings = OllamaSettings()
     openai: OpenAISettings = OpenAISettings()
     gateway: GatewaySettings = GatewaySettings()
+    network_policies: bool = True
+    render_yaml_to_directory: str | None = None
 
     @property
     def vllm_replicas(self) -> int:
@@ -226,6 +228,12 @@ _dns_label = _string(_DNS_LABEL, "a DNS label: lowercase letters, digits and '-'
 _digest = _string(_DIGEST, 'an image digest "sha256:" followed by 64 hex digits, or leave it unset')
 _printable = _string(_PRINTABLE, "a non-empty string of printable ASCII without spaces")
 _https_url = _string(re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[\x21-\x7e]*)?$"), "an https:// URL")
+
+
+def _directory(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._/~-]{1,255}", value) or ".." in value.split("/"):
+        raise ConfigError(key, value, "expected a directory path (letters, digits, ._/~-; no '..')")
+    return value
 
 
 def _image_reference(key: str, value: Any) -> str:
@@ -423,6 +431,8 @@ def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing") -> Setti
         ollama=top.take("ollama", OllamaSettings(), lambda k, v: _parse_ollama(_json_object(k, v))),
         openai=top.take("openai", OpenAISettings(), lambda k, v: _parse_openai(_json_object(k, v))),
         gateway=top.take("gateway", GatewaySettings(), lambda k, v: _parse_gateway(_json_object(k, v))),
+        network_policies=top.take("networkPolicies", True, _boolean),
+        render_yaml_to_directory=top.take("renderYamlToDirectory", None, _directory),
     )
     top.known.append(OPENAI_KEY_CONFIG)
     top.finish()

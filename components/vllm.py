@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import VLLM_PORT, VLLM_SERVICE
+from components.fallback import GATEWAY_SERVICE, VLLM_PORT, VLLM_SERVICE
 from components.settings import Settings
 
 CACHE_PATH = "/cache"
@@ -37,9 +37,13 @@ class VllmBackend(pulumi.ComponentResource):
             # The model download is minutes of work: keep it when the stack scales to 0.
             opts=child,
         )
+        skips = kube.image_skips(vllm.image.digest, "llm-gateway:vllm.imageDigest")
+        # torch.compile, triton and flashinfer write JIT caches where the image decides; HOME is on
+        # the cache volume, but a read-only root has not been proven safe for every vLLM release.
+        skips["CKV_K8S_22"] = "vLLM JIT caches write outside HOME in some releases; root stays writable"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=kube.metadata(VLLM_SERVICE, namespace, labels),
+            metadata=kube.metadata(VLLM_SERVICE, namespace, labels, annotations=kube.checkov_skips(skips)),
             spec={
                 # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the
                 # gateway gets "connection refused" at once and moves on to Ollama.
@@ -60,6 +64,19 @@ class VllmBackend(pulumi.ComponentResource):
             spec=kube.cluster_ip_service_spec(kube.selector_labels(VLLM_SERVICE, instance), VLLM_PORT, "http"),
             opts=child,
         )
+        if settings.network_policies:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-ingress",
+                **kube.ingress_only_from(
+                    f"{VLLM_SERVICE}-from-gateway",
+                    namespace,
+                    labels,
+                    target=kube.selector_labels(VLLM_SERVICE, instance),
+                    source=kube.selector_labels(GATEWAY_SERVICE, instance),
+                    port=VLLM_PORT,
+                ),
+                opts=child,
+            )
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
@@ -75,6 +92,7 @@ class VllmBackend(pulumi.ComponentResource):
                 {
                     "name": "vllm",
                     "image": vllm.image.pinned,
+                    "imagePullPolicy": "IfNotPresent",
                     "args": [
                         "--model",
                         vllm.model,

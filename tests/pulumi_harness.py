@@ -37,6 +37,7 @@ class Registration:
     name: str
     inputs: dict[str, Any]
     secret_paths: list[str] = field(default_factory=list)
+    provider: str | None = None  # "urn::id" of the provider the resource was registered with
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -84,7 +85,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         secret_paths: list[str] = []
         inputs = normalise(args.inputs, "", secret_paths)
         with self.lock:
-            self.rows.append(Registration(args.typ, args.name, inputs, secret_paths))
+            self.rows.append(Registration(args.typ, args.name, inputs, secret_paths, args.provider))
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = MASTER_KEY_CANARY

@@ -46,8 +46,12 @@ def test_default_stack_creates_the_expected_resources(default_run):
         "Deployment/ollama",
         "Deployment/vllm",
         "Namespace/llm-gateway",
+        "NetworkPolicy/litellm",
+        "NetworkPolicy/ollama-from-gateway",
+        "NetworkPolicy/vllm-from-gateway",
         "PersistentVolumeClaim/ollama-models",
         "PersistentVolumeClaim/vllm-cache",
+        "PodDisruptionBudget/litellm",
         "Secret/litellm-master-key",
         "Secret/litellm-openai-key",
         "Service/litellm",
@@ -270,3 +274,20 @@ def test_prod_stack_schedules_vllm_on_gpu_nodes():
     assert pod["runtimeClassName"] == "nvidia"
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_every_kubernetes_object_goes_through_the_one_explicit_provider(default_run):
+    (provider,) = default_run.of_type("pulumi:providers:kubernetes")
+    assert "renderYamlToDirectory" not in provider.inputs
+    for resource in default_run.kubernetes:
+        assert (resource.provider and resource.provider.split("::")[-2:] == ["kubernetes", "kubernetes-id"]) or (
+            "pulumi:providers:kubernetes::kubernetes" in resource.provider
+        ), resource.name
+
+
+def test_render_yaml_to_directory_reaches_the_provider():
+    run = run_program({"renderYamlToDirectory": "rendered/dev"}, KEY)
+    (provider,) = run.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["renderYamlToDirectory"] == "rendered/dev"
+    error, registered = run_program_expecting_error({"renderYamlToDirectory": "../outside"}, KEY)
+    assert str(error).startswith("llm-gateway:renderYamlToDirectory") and registered == []

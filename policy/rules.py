@@ -1,0 +1,164 @@
+"""CrossGuard rules for llm-gateway: the invariants that matter, as Pulumi policies.
+
+Kept apart from the PolicyPack (policy/__main__.py) so pytest can call them without the Pulumi
+CLI: `PolicyPack(...)` starts a gRPC server and blocks. No import of the project's code: the pack
+checks what the program *registers*, whatever code produced it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import yaml
+from pulumi_policy import EnforcementLevel, ResourceValidationArgs, ResourceValidationPolicy
+
+ReportViolation = Callable[[str, str | None], None]
+
+WORKLOADS = {
+    "kubernetes:apps/v1:Deployment",
+    "kubernetes:apps/v1:StatefulSet",
+    "kubernetes:apps/v1:DaemonSet",
+}
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+# What an API key looks like (OpenAI, LiteLLM, Anthropic, generic bearer tokens).
+KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
+IN_CLUSTER = re.compile(r"^https?://([a-z0-9-]+\.){2}svc(\.cluster\.local)?(:\d+)?(/|$)|^https?://(127\.|localhost)")
+
+
+def _litellm_config(props: dict[str, Any]) -> dict[str, Any] | None:
+    text = (props.get("data") or {}).get("config.yaml")
+    if not isinstance(text, str):
+        return None
+    config = yaml.safe_load(text)
+    return config if isinstance(config, dict) and "model_list" in config else None
+
+
+def _cloud_groups(config: dict[str, Any]) -> set[str]:
+    groups = set()
+    for entry in config.get("model_list") or []:
+        base = (entry.get("litellm_params") or {}).get("api_base") or ""
+        if not IN_CLUSTER.match(base):
+            groups.add(entry.get("model_name"))
+    return groups
+
+
+def _fallback_lists(config: dict[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
+    for section in ("router_settings", "litellm_settings"):
+        for kind in ("fallbacks", "default_fallbacks"):
+            value = (config.get(section) or {}).get(kind) or []
+            if kind == "default_fallbacks":
+                yield section, "*", list(value)
+                continue
+            for item in value:
+                for group, targets in (item or {}).items():
+                    yield section, group, list(targets or [])
+
+
+def cloud_tier_last(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != CONFIG_MAP:
+        return
+    config = _litellm_config(args.props)
+    if config is None:
+        return
+    cloud = _cloud_groups(config)
+    groups = [entry.get("model_name") for entry in config.get("model_list") or []]
+    if cloud and any(group in cloud for group in groups[: len(groups) - len(cloud)]):
+        report_violation(f"the cloud tier must be last in model_list, found order {groups}", None)
+    local = [group for group in groups if group not in cloud]
+    for section, group, targets in _fallback_lists(config):
+        for index, target in enumerate(targets):
+            if target in cloud and targets[index + 1 :]:
+                report_violation(f"{section} fallbacks of {group!r} continue after the cloud tier: {targets}", None)
+            if target in cloud and group == "*":
+                report_violation(f"{section} default fallbacks send every group to the cloud: {targets}", None)
+            if target in cloud and local and group != local[-1]:
+                report_violation(
+                    f"{section}: {group!r} falls back straight to the cloud; only the last local tier "
+                    f"({local[-1]!r}) may",
+                    None,
+                )
+
+
+def no_secret_in_config_map(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != CONFIG_MAP:
+        return
+    for name, value in (args.props.get("data") or {}).items():
+        if isinstance(value, str) and KEY_PATTERN.search(value):
+            report_violation(f"ConfigMap key {name!r} holds what looks like an API key; use a Secret", None)
+    config = _litellm_config(args.props)
+    if config is None:
+        return
+    master = (config.get("general_settings") or {}).get("master_key")
+    if master is not None and not str(master).startswith("os.environ/"):
+        report_violation("general_settings.master_key must be os.environ/NAME, filled from a Secret", None)
+    for entry in config.get("model_list") or []:
+        params = entry.get("litellm_params") or {}
+        key = params.get("api_key")
+        base = params.get("api_base") or ""
+        if key is not None and not IN_CLUSTER.match(base) and not str(key).startswith("os.environ/"):
+            report_violation(f"api_key of {entry.get('model_name')!r} must be os.environ/NAME", None)
+
+
+def _containers(props: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    pod = (((props.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    for container in pod.get("initContainers") or []:
+        yield "init", container
+    for container in pod.get("containers") or []:
+        yield "main", container
+
+
+def containers_have_limits_and_probes(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in WORKLOADS:
+        return
+    for kind, container in _containers(args.props):
+        name = container.get("name")
+        limits = (container.get("resources") or {}).get("limits") or {}
+        requests = (container.get("resources") or {}).get("requests") or {}
+        if not {"cpu", "memory"} <= limits.keys() or not {"cpu", "memory"} <= requests.keys():
+            report_violation(f"container {name!r} needs cpu and memory requests and limits", None)
+        if kind == "main" and not (container.get("readinessProbe") and container.get("livenessProbe")):
+            report_violation(f"container {name!r} needs a readiness and a liveness probe", None)
+
+
+def images_pinned(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in WORKLOADS:
+        return
+    for _, container in _containers(args.props):
+        image = container.get("image") or ""
+        if "@sha256:" in image:
+            continue
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        if not tag or tag in ("latest", "main", "stable", "nightly"):
+            report_violation(
+                f"image {image!r} of {container.get('name')!r} must be pinned by exact tag or digest", None
+            )
+
+
+POLICIES = [
+    ResourceValidationPolicy(
+        name="cloud-tier-last",
+        description="The cloud tier is last in the chain and every fallback list; only the last local tier reaches it.",
+        validate=cloud_tier_last,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="no-secret-in-config-map",
+        description="No API key or master key value in any ConfigMap; keys only as os.environ/NAME.",
+        validate=no_secret_in_config_map,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="containers-have-limits-and-probes",
+        description="Every container has cpu/memory requests and limits; every main container has probes.",
+        validate=containers_have_limits_and_probes,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="images-pinned",
+        description="Every image is pinned by an exact tag or a digest.",
+        validate=images_pinned,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    ),
+]

@@ -1,0 +1,96 @@
+"""The CrossGuard policy pack, called from pytest on what the program registers (no CLI)."""
+
+import copy
+import sys
+
+import pytest
+import yaml
+from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+
+from pulumi_harness import ROOT, Registration, run_program
+
+sys.path.insert(0, str(ROOT / "policy"))
+import rules
+
+KEY = {"openaiApiKey": "sk-policy-test-0123456789abcdef"}
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+
+
+def violations(resources: list[Registration]) -> list[tuple[str, str, str]]:
+    found = []
+    options = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    for resource in resources:
+        args = ResourceValidationArgs(
+            resource.type, resource.inputs, f"urn:pulumi:test::llm-gateway::{resource.type}::{resource.name}",
+            resource.name, options, None,
+        )  # fmt: skip
+        for policy in rules.POLICIES:
+            policy.validate(
+                args, lambda message, urn=None, p=policy, r=resource: found.append((p.name, r.name, message))
+            )
+    return found
+
+
+@pytest.fixture(scope="module")
+def run():
+    return run_program({}, KEY)
+
+
+def with_config(run, change) -> list[Registration]:
+    """The run's resources with the gateway's config.yaml edited by `change(config)`."""
+    resources = copy.deepcopy(run.resources)
+    config_map = next(r for r in resources if r.type == CONFIG_MAP)
+    config = yaml.safe_load(config_map.inputs["data"]["config.yaml"])
+    change(config)
+    config_map.inputs["data"]["config.yaml"] = yaml.safe_dump(config)
+    return resources
+
+
+@pytest.mark.parametrize("overrides", [{}, {"openai": {"enabled": False}}, {"gamingMode": True}])
+def test_the_program_passes_every_policy(overrides):
+    secrets = {} if overrides.get("openai") else KEY
+    assert violations(run_program(overrides, secrets).resources) == []
+
+
+def test_cloud_first_in_the_chain_is_caught(run):
+    def cloud_first(config):
+        config["model_list"].insert(0, config["model_list"].pop())
+
+    assert [v[0] for v in violations(with_config(run, cloud_first))] == ["cloud-tier-last"]
+
+
+def test_vllm_falling_back_straight_to_the_cloud_is_caught(run):
+    def skip_ollama(config):
+        config["router_settings"]["fallbacks"] = [{"chat": ["chat-openai", "chat-ollama"]}]
+
+    found = violations(with_config(run, skip_ollama))
+    assert {v[0] for v in found} == {"cloud-tier-last"} and len(found) == 2
+
+
+def test_default_fallbacks_to_the_cloud_are_caught(run):
+    def everything_to_cloud(config):
+        config["router_settings"]["default_fallbacks"] = ["chat-openai"]
+
+    assert {v[0] for v in violations(with_config(run, everything_to_cloud))} == {"cloud-tier-last"}
+
+
+def test_a_key_in_a_config_map_is_caught(run):
+    def inline_key(config):
+        config["model_list"][-1]["litellm_params"]["api_key"] = "sk-live-abcdefghijklmnopqrstuvwxyz"
+        config["general_settings"]["master_key"] = "hunter2-master"
+
+    found = {(v[0], v[2].split(" ")[0]) for v in violations(with_config(run, inline_key))}
+    assert ("no-secret-in-config-map", "ConfigMap") in found
+    assert ("no-secret-in-config-map", "general_settings.master_key") in found
+    assert ("no-secret-in-config-map", "api_key") in found
+
+
+def test_missing_limits_probes_and_moving_tags_are_caught(run):
+    resources = copy.deepcopy(run.resources)
+    vllm = next(r for r in resources if r.type == "kubernetes:apps/v1:Deployment" and r.name == "vllm-deployment")
+    container = vllm.inputs["spec"]["template"]["spec"]["containers"][0]
+    del container["resources"]["limits"]["memory"]
+    del container["livenessProbe"]
+    container["image"] = "vllm/vllm-openai:latest"
+    found = sorted(v[0] for v in violations(resources))
+    assert found == ["containers-have-limits-and-probes", "containers-have-limits-and-probes", "images-pinned"]
