@@ -78,7 +78,10 @@ COOL_DOWN_AT_FIRST_FAILURE = {
 CONFIG_FILE_NAME = "config.yaml"
 # The custom provider shipped beside config.yaml (LiteLLM imports it from the config's directory).
 PROGRESS_PROVIDER = "vllm-progress"
-PROGRESS_HANDLER_FILE = Path(__file__).resolve().parent.parent / "gateway" / "vllm_progress.py"
+GATEWAY_CODE = Path(__file__).resolve().parent.parent / "gateway"
+PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"
+# The callback that turns "every tier failed" into a truthful 503/429/400 without internal details.
+HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,9 @@ def _model_entry(tier: Tier, health_check_timeout: int) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
     if tier.probed:
         model_info["health_check_timeout"] = health_check_timeout
+    if tier.probed or not tier.in_cluster:
+        # vLLM: skipped after a failure. The cloud: a wrong key or a rate limit is not hammered,
+        # and gateway/honest_errors.py reads the cooldown to tell the client why.
         model_info["allowed_fails_policy"] = COOL_DOWN_AT_FIRST_FAILURE
     if not tier.cooled_down:
         model_info["allowed_fails"] = NEVER_COOL_DOWN
@@ -197,6 +203,7 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
             "custom_provider_map": [
                 {"provider": PROGRESS_PROVIDER, "custom_handler": f"{PROGRESS_HANDLER_FILE.stem}.handler"}
             ],
+            "callbacks": [f"{HONEST_ERRORS_FILE.stem}.handler"],
         },
         "general_settings": {
             "master_key": f"os.environ/{MASTER_KEY_ENV}",
@@ -218,6 +225,7 @@ def gateway_files(settings: Settings) -> dict[str, str]:
     return {
         CONFIG_FILE_NAME: render_config_yaml(settings),
         PROGRESS_HANDLER_FILE.name: PROGRESS_HANDLER_FILE.read_text(),
+        HONEST_ERRORS_FILE.name: HONEST_ERRORS_FILE.read_text(),
     }
 
 

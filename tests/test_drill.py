@@ -9,6 +9,8 @@ that bound and prints the measured figure (run with `-s` to see them).
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import httpx
@@ -16,7 +18,7 @@ import pytest
 
 from components.fallback import litellm_config
 from drill.client import Answer, chat
-from drill.runner import Drill, stack_settings
+from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY, Drill, stack_settings
 
 FAILOVER_LIMIT_SECONDS = 5.0  # NFR65
 MODEL = "chat"
@@ -141,7 +143,8 @@ def test_ollama_400_while_vllm_down_never_reaches_the_cloud(fresh):
     fresh.standins["vllm"].set_mode("down")
     fresh.standins["ollama"].set_mode("error", status=400)
     answer = chat(fresh.url, MODEL)
-    assert answer.status >= 400
+    assert answer.status == 400
+    assert answer.body["error"]["type"] == "invalid_request_error"
     assert fresh.counts()["openai"] == 0
     assert fresh.standins["openai"].served["client-received"] == 0
 
@@ -268,3 +271,47 @@ def test_vllm_coming_back_gets_the_traffic_back(fresh):
     report("hung vLLM back → traffic back to vLLM after", recovered)
     assert recovered <= SETTINGS.gateway.cooldown_seconds + SETTINGS.gateway.health_check_interval_seconds + 2
     assert fresh.counts()["openai"] == 0
+
+
+# --- Honest errors (gateway/honest_errors.py). Last in the module: they leave the cloud cooling down.
+
+INTERNAL_DETAIL = re.compile(r"127\.0\.0\.1|localhost|:\d{2,5}\b|svc\.cluster|REDACTED|0x[0-9a-f]{6,}|sk-")
+
+
+def assert_honest(answer: Answer, status: int, reason: str) -> None:
+    assert answer.status == status, answer.body
+    error = answer.body["error"]
+    assert set(error) >= {"message", "type", "param", "code"}  # OpenAI's error format
+    assert error["code"] == str(status)
+    assert error["provider_specific_fields"] == {"reason": reason}
+    text = json.dumps(answer.body)
+    assert not INTERNAL_DETAIL.search(text), text
+    assert DRILL_OPENAI_KEY not in text and DRILL_MASTER_KEY not in text
+
+
+def test_every_tier_refused_gives_503_without_internal_details(fresh):
+    for tier in ("vllm", "ollama", "openai"):
+        fresh.standins[tier].set_mode("down")
+    answer = chat(fresh.url, MODEL)
+    assert_honest(answer, 503, "no_tier_available")
+    assert answer.headers.get("retry-after")
+    assert_honest(chat(fresh.url, MODEL, stream=True), 503, "no_tier_available")
+
+
+def test_local_tiers_down_and_a_wrong_cloud_key_is_recognisable(fresh):
+    time.sleep(SETTINGS.gateway.cooldown_seconds + 1)  # the previous test left the cloud cooling down
+    fresh.standins["vllm"].set_mode("down")
+    fresh.standins["ollama"].set_mode("down")
+    fresh.standins["openai"].set_mode("error", status=401)
+    answer = chat(fresh.url, MODEL)
+    assert_honest(answer, 503, "upstream_auth_failed")
+    assert "openaiApiKey" in answer.body["error"]["message"]
+    assert fresh.standins["openai"].served["client-received"] == 1
+
+
+def test_local_tiers_down_and_the_cloud_rate_limited_gives_429(fresh):
+    time.sleep(SETTINGS.gateway.cooldown_seconds + 1)  # the previous test's cloud cooldown ends
+    fresh.standins["vllm"].set_mode("down")
+    fresh.standins["ollama"].set_mode("down")
+    fresh.standins["openai"].set_mode("error", status=429)
+    assert_honest(chat(fresh.url, MODEL), 429, "cloud_rate_limited")

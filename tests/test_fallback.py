@@ -66,6 +66,9 @@ def test_health_checks_probe_vllm_only_and_ollama_is_never_cooled_down():
     info = {entry["model_info"]["id"]: entry["model_info"] for entry in config["model_list"]}
     assert info["ollama"]["allowed_fails"] >= 1000
     assert "allowed_fails" not in info["vllm"] and "allowed_fails" not in info["openai"]
+    assert info["vllm"]["allowed_fails_policy"]["TimeoutErrorAllowedFails"] == 0
+    assert info["openai"]["allowed_fails_policy"]["AuthenticationErrorAllowedFails"] == 0
+    assert "allowed_fails_policy" not in info["ollama"]
 
 
 def test_secrets_appear_only_as_environment_references():

@@ -1,0 +1,117 @@
+"""Truthful errors for clients when the chain cannot answer: a LiteLLM callback inside the proxy.
+
+Shipped in the gateway's ConfigMap beside config.yaml and registered under
+`litellm_settings.callbacks`. Without it, LiteLLM 1.108.7 answers "every tier down" with HTTP 500
+and a message naming internal hosts, ports and the fallback walk. With it, in OpenAI's error format:
+- a tier rejected the request as invalid (400, 413, 422) → that status, message without addresses;
+- the cloud tier rejected the gateway's own credentials → 503, reason `upstream_auth_failed`;
+- the cloud tier's rate limit → 429, reason `cloud_rate_limited`;
+- anything else (refused, hung, 5xx on every tier) → 503, reason `no_tier_available`, Retry-After.
+The reason is in `error.provider_specific_fields.reason`.
+No message carries an address, a port or a key fragment.
+"""
+
+import re
+
+from fastapi import HTTPException
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.proxy._types import ProxyException
+
+CLOUD_TIER_ID = "openai"  # model_info.id of the cloud deployment (components/fallback.py)
+CLIENT_ERROR_STATUSES = (400, 413, 422)
+RETRY_AFTER_SECONDS = "10"
+
+_SECRETS_AND_ADDRESSES = [
+    re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{4,}"),  # key fragments
+    re.compile(r"Bearer\s+\S+", re.IGNORECASE),
+    re.compile(r"https?://\S+"),
+    re.compile(r"\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b"),  # IPv4, with port
+    re.compile(r"\[[0-9a-f:]+\](:\d+)?", re.IGNORECASE),  # IPv6
+    re.compile(r"\b[a-z0-9-]+(\.[a-z0-9-]+)*\.(svc|local|internal|cluster)(\.[a-z.]+)?(:\d+)?\b", re.IGNORECASE),
+    re.compile(r"\b(localhost|REDACTED)(:\d+)?\b"),
+    re.compile(r"<[^>]*object at 0x[0-9a-f]+>"),
+    re.compile(r":\d{2,5}\b"),  # any port left over
+]
+
+
+def sanitize(text: str) -> str:
+    for pattern in _SECRETS_AND_ADDRESSES:
+        text = pattern.sub("[internal]", text)
+    return re.sub(r"\s+", " ", text).strip()[:400]
+
+
+def _last_tier_message(text: str) -> str:
+    """LiteLLM appends 'Fallback to X also failed: <error>': the last one is the last tier's word."""
+    return text.rsplit("also failed:", 1)[-1]
+
+
+def _client_error_status(exception: Exception, text: str) -> int | None:
+    status = getattr(exception, "status_code", None)
+    last = _last_tier_message(text)
+    if "also failed:" in text:
+        if re.search(r"BadRequestError|UnprocessableEntityError|ContextWindowExceededError", last):
+            return 400
+        return None
+    return status if status in CLIENT_ERROR_STATUSES else None
+
+
+def _cloud_cooldown_status() -> str | None:
+    """The status that put the cloud tier in cooldown, if it is cooling down (auth, rate limit)."""
+    try:
+        from litellm.proxy.proxy_server import llm_router
+    except ImportError:
+        return None
+    if llm_router is None:
+        return None
+    for _, cooldown in llm_router.cooldown_cache.get_active_cooldowns([CLOUD_TIER_ID], None):
+        return str(cooldown.get("status_code"))
+    return None
+
+
+def _error(status: int, message: str, error_type: str, reason: str) -> HTTPException:
+    """LiteLLM turns this into OpenAI's error body: message, type (read from `.type`), code (the
+    status) and `provider_specific_fields` (here: the machine-readable reason)."""
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (429, 503) else None
+    error = HTTPException(status_code=status, detail=message, headers=headers)
+    error.type = error_type
+    error.provider_specific_fields = {"reason": reason}
+    return error
+
+
+class HonestErrors(CustomLogger):
+    async def async_post_call_failure_hook(
+        self, request_data, original_exception, user_api_key_dict, traceback_str=None
+    ) -> HTTPException | None:
+        if isinstance(original_exception, ProxyException | HTTPException):
+            return None  # the gateway's own answers (auth, budgets, bad routes) are already right
+        text = str(original_exception)
+        client_status = _client_error_status(original_exception, text)
+        if client_status is not None:
+            detail = sanitize(_last_tier_message(text).split("LiteLLM:", 1)[0])
+            message = f"The model rejected the request: {detail}"
+            return _error(client_status, message, "invalid_request_error", "invalid_request")
+        cloud_status = _cloud_cooldown_status()
+        if cloud_status in ("401", "403") or re.search(r"AuthenticationError|PermissionDeniedError", text):
+            return _error(
+                503,
+                "No local inference tier is available, and the cloud tier rejected the gateway's credentials "
+                "(an operator must fix llm-gateway:openaiApiKey).",
+                "service_unavailable_error",
+                "upstream_auth_failed",
+            )
+        if cloud_status == "429" or re.search(r"RateLimitError", _last_tier_message(text)):
+            return _error(
+                429,
+                "No local inference tier is available, and the cloud tier's rate limit is reached. Retry later.",
+                "rate_limit_error",
+                "cloud_rate_limited",
+            )
+        return _error(
+            503,
+            "No inference tier could answer this request right now (every tier failed or is unavailable). Retry later.",
+            "service_unavailable_error",
+            "no_tier_available",
+        )
+
+
+handler = HonestErrors()
