@@ -6,7 +6,9 @@
 Each tags its answers with its tier name ("[vllm] ...") and counts the client requests it served,
 apart from LiteLLM's health-check probes (recognised by LiteLLM's probe prompt). Modes:
   up             answers at once
-  down           port closed: connection refused, like a Service with 0 replicas
+  down           port closed: connection refused, like a Service with 0 replicas; requests in
+                 flight finish first (a graceful scale-down: SIGTERM, drain)
+  crash          like down, but every open connection is cut at once (OOM kill, GPU reset, node loss)
   hang           accepts the request and never answers
   slow           a correct answer spread over `delay` seconds (streams send tokens as they go)
   error          HTTP `status` with a realistic body
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -27,6 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+# A crash cuts connections mid-write on purpose; aiohttp would log each as an unhandled error.
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 LOOPBACK = "127.0.0.1"
 # LiteLLM's health-check prompts (proxy/health_check.py:_get_random_llm_message).
@@ -81,6 +87,7 @@ class StandIn:
         self.tokens = tokens
         self.mode = Mode()
         self.served: Counter[str] = Counter()  # "client", "probe", "client-received"
+        self.received_at: list[float] = []  # time.monotonic() of each client request
         self._runner: web.AppRunner | None = None
         self._release = None
 
@@ -95,15 +102,17 @@ class StandIn:
     def set_mode(self, name: str, **options: Any) -> None:
         previous = self.mode.name
         self.mode = Mode(name=name, **options)
-        if name == "down" and previous != "down":
-            _Loop.get().run(self._close_port())
-        elif name != "down" and previous == "down":
+        closed = ("down", "crash")
+        if name in closed and previous not in closed:
+            _Loop.get().run(self._close_port(abort=name == "crash"))
+        elif name not in closed and previous in closed:
             _Loop.get().run(self._open_port())
         if name not in ("hang", "stall"):
             _Loop.get().run(self._release_hung())
 
     def reset_counts(self) -> None:
         self.served.clear()
+        self.received_at.clear()
 
     @property
     def client_requests(self) -> int:
@@ -125,9 +134,13 @@ class StandIn:
         await self._runner.setup()
         await web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True).start()
 
-    async def _close_port(self) -> None:
+    async def _close_port(self, abort: bool = False) -> None:
         """Like a pod going away: the listener and every open keep-alive connection close."""
         await self._release_hung()
+        if abort and self._runner is not None and self._runner.server is not None:
+            for connection in list(self._runner.server.connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -154,6 +167,8 @@ class StandIn:
         text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
         kind = "probe" if text in PROBE_PROMPTS else "client"
         self.served[f"{kind}-received"] += 1
+        if kind == "client":
+            self.received_at.append(time.monotonic())
         return kind
 
     async def _fault(self, kind: str) -> web.Response | None:

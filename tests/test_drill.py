@@ -18,6 +18,8 @@ import pytest
 
 from components.fallback import litellm_config
 from drill.client import Answer, chat
+from drill.load import run_load
+from drill.load import table as load_table
 from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY, Drill, stack_settings
 
 FAILOVER_LIMIT_SECONDS = 5.0  # NFR65
@@ -271,6 +273,30 @@ def test_vllm_coming_back_gets_the_traffic_back(fresh):
     report("hung vLLM back → traffic back to vLLM after", recovered)
     assert recovered <= SETTINGS.gateway.cooldown_seconds + SETTINGS.gateway.health_check_interval_seconds + 2
     assert fresh.counts()["openai"] == 0
+
+
+# --- Load through failover (drill/load.py): 8 clients, tiers crashing under them.
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_load_through_failover_loses_nothing_and_uses_the_cloud_only_when_both_are_down(fresh, stream):
+    reports = run_load(fresh, stream=stream, phase_seconds=5)
+    print("\n" + load_table(reports, stream))
+    all_up, vllm_down, both_down, back = reports
+    for report in reports:
+        assert report.sent > 20, report
+        # A request in flight on a crashed tier is re-served by the next one. A stream that had
+        # already sent chunks is cut (an error event), never continued by another tier.
+        assert report.failed_before_first_chunk == 0, report
+        assert report.failed == report.cut_mid_stream, report
+        if not stream:
+            assert report.failed == 0, report
+    assert all_up.tiers["vllm"] > 0.8 * all_up.sent
+    assert vllm_down.tiers["ollama"] > 0.8 * vllm_down.sent
+    assert both_down.tiers["openai"] > 0.8 * both_down.sent
+    assert back.tiers["vllm"] > 0.8 * back.sent
+    assert [r.cloud_received for r in reports][:2] == [0, 0] and back.cloud_received == 0
+    assert both_down.cloud_received > 0
 
 
 # --- Honest errors (gateway/honest_errors.py). Last in the module: they leave the cloud cooling down.

@@ -1,0 +1,165 @@
+"""Load through failover: 8 clients keep sending while the tiers are stopped and brought back.
+
+    .venv/bin/python -m drill.load [--stream] [--phase-seconds 6]
+
+Phases: all up → vLLM stopped mid-run → Ollama stopped too → both back. Every stand-in answers
+in ~0.3 s (tokens spread over that time), so requests are in flight when a tier stops: a stopped
+tier closes its port and cuts every open connection, as a crashed pod does. Each request is counted
+in the phase it started in; `cloud received` counts the prompts the cloud stand-in received during
+each phase (a walk already under way when both tiers come back may still end at the cloud: 0.5 s
+of grace). Loopback only; bounded in time (phases) and per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+from drill.runner import DRILL_MASTER_KEY, Drill, stack_settings
+
+# "crash": the port closes and every open connection is cut, requests in flight included.
+PHASES = (
+    ("all up", {}),
+    ("vLLM stopped", {"vllm": "crash"}),
+    ("vLLM and Ollama stopped", {"vllm": "crash", "ollama": "crash"}),
+    ("both back", {}),
+)
+BOTH_LOCAL_DOWN = 2  # index of the phase in which the cloud may answer
+RETURN_GRACE_SECONDS = 0.5
+ANSWER_SECONDS = 0.3
+CLIENTS = 8
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass
+class PhaseReport:
+    name: str
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    failed_before_first_chunk: int = 0  # streams only
+    cut_mid_stream: int = 0  # streams only: error after some chunks
+    tiers: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    cloud_received: int = 0  # prompts the cloud stand-in received while this phase was in force
+
+
+def _one_request(client: httpx.Client, url: str, model: str, stream: bool) -> tuple[bool, str | None, str, int]:
+    """(ok, tier, error, chunks received before any error)."""
+    payload = {"model": model, "messages": [{"role": "user", "content": "load"}], "stream": stream}
+    headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
+    try:
+        if not stream:
+            response = client.post(url, json=payload, headers=headers)
+            ok = response.status_code == 200
+            return ok, response.headers.get("x-litellm-model-id"), "" if ok else str(response.status_code), 0
+        chunks = 0
+        with client.stream("POST", url, json=payload, headers=headers) as response:
+            tier = response.headers.get("x-litellm-model-id")
+            if response.status_code != 200:
+                return False, tier, str(response.status_code), 0
+            finished = False
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    return False, tier, "error event", chunks
+                chunks += 1
+                finished = finished or any(c.get("finish_reason") for c in event.get("choices") or [])
+            return finished, tier, "" if finished else "no finish", chunks
+    except httpx.HTTPError as error:
+        return False, None, type(error).__name__, 0
+
+
+def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseReport]:
+    url = f"{drill.url}/v1/chat/completions"
+    model = drill.settings.gateway.model_name
+    reports = [PhaseReport(name) for name, _ in PHASES]
+    current = {"phase": 0}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
+            while not stop.is_set():
+                phase = current["phase"]
+                ok, tier, error, chunks = _one_request(client, url, model, stream)
+                with lock:
+                    report = reports[phase]
+                    report.sent += 1
+                    report.tiers[tier or "-"] += 1
+                    if ok:
+                        report.succeeded += 1
+                        continue
+                    report.failed += 1
+                    report.errors[error] += 1
+                    if chunks:
+                        report.cut_mid_stream += 1
+                    else:
+                        report.failed_before_first_chunk += 1
+
+    def set_modes(modes: dict[str, str]) -> None:
+        for tier, standin in drill.standins.items():
+            mode = modes.get(tier)
+            if mode:
+                standin.set_mode(mode)
+            else:
+                standin.set_mode("slow", delay=ANSWER_SECONDS)
+
+    set_modes({})
+    drill.reset_counts()
+    started_at: list[float] = []
+    clients = [threading.Thread(target=client_loop, name=f"client-{i}") for i in range(CLIENTS)]
+    for thread in clients:
+        thread.start()
+    try:
+        for index, (_, modes) in enumerate(PHASES):
+            current["phase"] = index
+            set_modes(modes)
+            started_at.append(time.monotonic())
+            time.sleep(phase_seconds)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(REQUEST_TIMEOUT + 5)
+        drill.all_up()
+    for received in drill.standins["openai"].received_at:
+        phase = max(i for i, start in enumerate(started_at) if start <= received)
+        # A walk that found both local tiers down just before they came back still ends at the cloud.
+        if phase == BOTH_LOCAL_DOWN + 1 and received - started_at[phase] < RETURN_GRACE_SECONDS:
+            phase = BOTH_LOCAL_DOWN
+        reports[phase].cloud_received += 1
+    return reports
+
+
+def table(reports: list[PhaseReport], stream: bool) -> str:
+    rows = [
+        "| phase | sent | succeeded | failed | before 1st chunk | cut mid-stream | served by | cloud received |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        tiers = ", ".join(f"{tier} {count}" for tier, count in sorted(report.tiers.items()))
+        middle = f"{report.failed_before_first_chunk} | {report.cut_mid_stream}" if stream else "- | -"
+        counts = f"{report.sent} | {report.succeeded} | {report.failed}"
+        rows.append(f"| {report.name} | {counts} | {middle} | {tiers} | {report.cloud_received} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--phase-seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    with Drill(stack_settings("dev")) as drill:
+        print(table(run_load(drill, args.stream, args.phase_seconds), args.stream))
+
+
+if __name__ == "__main__":
+    main()
