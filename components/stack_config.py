@@ -11,6 +11,8 @@ from pulumi.runtime import config as runtime_config
 
 from components.settings import OPENAI_KEY_CONFIG, PROJECT, ConfigError, Settings, parse_settings
 
+SECRET_PLACEHOLDER = "(secret value, not shown)"
+
 
 def _project_config() -> dict[str, str]:
     """Every `llm-gateway:*` key the stack sets, so a typo in a top-level key is caught too.
@@ -25,7 +27,10 @@ def _project_config() -> dict[str, str]:
         if namespace != PROJECT:
             continue
         key = key.removeprefix("config:")  # the older `project:config:key` form
-        found[key] = "(secret)" if key == OPENAI_KEY_CONFIG else value
+        # A value set with --secret never reaches the parser, so no error message can echo it
+        # (a typo such as `openaiApikey` is still reported, by name).
+        secret = key == OPENAI_KEY_CONFIG or runtime_config.is_config_secret(full_key)
+        found[key] = SECRET_PLACEHOLDER if secret else value
     return found
 
 

@@ -33,9 +33,16 @@ class Answer:
         return (choices[0].get("message") or {}).get("content") or ""
 
 
-def chat(base_url: str, model: str, prompt: str = "hello", stream: bool = False, timeout: float = 120) -> Answer:
+def chat(
+    base_url: str,
+    model: str,
+    prompt: str = "hello",
+    stream: bool = False,
+    timeout: float = 120,
+    api_key: str = DRILL_MASTER_KEY,
+) -> Answer:
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
-    headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
+    headers = {"Authorization": f"Bearer {api_key}"}
     started = time.monotonic()
     with httpx.Client(timeout=timeout, trust_env=False) as client:
         if not stream:

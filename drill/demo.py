@@ -14,7 +14,7 @@ import argparse
 import time
 
 from drill.client import chat
-from drill.runner import DRILL_MASTER_KEY, Drill, stack_settings
+from drill.runner import Drill, stack_settings
 
 STEPS = (
     ("all tiers up", {}),
@@ -32,7 +32,8 @@ def run_step(drill: Drill, title: str, modes: dict[str, str], requests: int = 3)
     cloud_before = drill.standins["openai"].client_requests
     print(f"\n== {title}")
     for index in range(requests):
-        answer = chat(drill.url, drill.settings.gateway.model_name, prompt=f"demo request {index + 1}", timeout=60)
+        prompt = f"demo request {index + 1}"
+        answer = chat(drill.url, drill.settings.gateway.model_name, prompt=prompt, timeout=60, api_key=drill.master_key)
         print(f"   request {index + 1}: HTTP {answer.status} from {answer.tier or '-':7s} in {answer.seconds:6.3f} s")
     print(f"   prompts sent to the cloud in this step: {drill.standins['openai'].client_requests - cloud_before}")
 
@@ -57,7 +58,7 @@ def main() -> None:
             drill.all_up()
             print(
                 f"\nServing until Ctrl-C. Try:\n  curl {drill.url}/v1/chat/completions "
-                f"-H 'Authorization: Bearer {DRILL_MASTER_KEY}' -H 'Content-Type: application/json' "
+                f"-H 'Authorization: Bearer {drill.master_key}' -H 'Content-Type: application/json' "
                 f'-d \'{{"model": "{settings.gateway.model_name}", "messages": '
                 f'[{{"role": "user", "content": "hi"}}]}}\''
             )

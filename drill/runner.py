@@ -95,6 +95,8 @@ class Drill:
     log_path: Path | None = None
     workers: int = 1
     vllm_path: str = "progress"
+    master_key: str = DRILL_MASTER_KEY
+    openai_key: str = DRILL_OPENAI_KEY  # reaches only the loopback cloud stand-in
 
     def start(self) -> Drill:
         self.standins = {
@@ -116,8 +118,8 @@ class Drill:
         self.log_path = self.workdir / "proxy.log"
         env = {
             **os.environ,
-            MASTER_KEY_ENV: DRILL_MASTER_KEY,
-            OPENAI_KEY_ENV: DRILL_OPENAI_KEY,
+            MASTER_KEY_ENV: self.master_key,
+            OPENAI_KEY_ENV: self.openai_key,
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_LOG": os.environ.get("DRILL_LITELLM_LOG", "ERROR"),  # INFO or DEBUG to investigate
             "NO_PROXY": "*",

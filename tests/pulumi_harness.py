@@ -147,6 +147,14 @@ def run_program(config: dict[str, Any], secrets: dict[str, str] | None = None, s
 
 def run_program_expecting_error(config: dict[str, Any], secrets: dict[str, str] | None = None):
     """Run a config that must fail. Returns (error, registrations made before it)."""
+    error, rows = try_program(config, secrets)
+    assert error is not None, "the program accepted a config it should have rejected"
+    return error, rows
+
+
+def try_program(config: dict[str, Any], secrets: dict[str, str] | None = None):
+    """Run any config: (the program's clean error or None, registrations). Any other exception
+    propagates — for a Pulumi program that is a raw traceback in front of the user."""
     mocks = _fresh_runtime(config, secrets or {}, "dev")
     errors: list[pulumi.RunError] = []
 
@@ -158,8 +166,7 @@ def run_program_expecting_error(config: dict[str, Any], secrets: dict[str, str] 
             errors.append(error)
 
     program()  # also lets the runtime finish what set_mocks started
-    assert errors, "the program accepted a config it should have rejected"
-    return errors[0], list(mocks.rows)
+    return (errors[0] if errors else None), list(mocks.rows)
 
 
 def stack_files() -> list[Path]:

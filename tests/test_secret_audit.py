@@ -1,0 +1,81 @@
+"""Secret audit: canary keys go in; they may come out only inside Kubernetes Secrets' values and
+secret stack outputs. Searched: every resource input, labels, annotations, the rendered LiteLLM
+config, exports, log lines, error messages, and — through the real proxy — the demo's printed
+output, response bodies and headers, and the proxy's own log."""
+
+import json
+import logging
+
+import pytest
+
+from drill import demo
+from drill.client import chat
+from drill.runner import Drill, stack_settings
+from pulumi_harness import MASTER_KEY_CANARY, run_program, run_program_expecting_error
+
+OPENAI_CANARY = "sk-CANARYopenai7c1e9f04b2d6a8"
+CANARIES = (OPENAI_CANARY, MASTER_KEY_CANARY)
+SECRET = "kubernetes:core/v1:Secret"
+
+
+def leaks(text: str) -> list[str]:
+    return [canary for canary in CANARIES if canary in text]
+
+
+def test_canaries_only_in_secret_values_and_secret_outputs(capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    run = run_program({}, {"openaiApiKey": OPENAI_CANARY})
+    for resource in run.resources:
+        inputs = dict(resource.inputs)
+        if resource.type == SECRET:
+            assert resource.secret_paths == ["stringData"], resource.name
+            inputs.pop("stringData")
+        assert leaks(json.dumps(inputs)) == [], f"{resource.type} {resource.name}"
+    for name, value in run.outputs.items():
+        if name not in run.secret_outputs:
+            assert leaks(json.dumps(value)) == [], name
+    assert run.secret_outputs == {"masterKey"}
+    found = [r for r in run.resources if r.type == SECRET and OPENAI_CANARY in json.dumps(r.inputs)]
+    assert [r.inputs["metadata"]["name"] for r in found] == ["litellm-openai-key"]  # it did go somewhere
+    captured = capsys.readouterr()
+    assert leaks(captured.out + captured.err + caplog.text) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "secrets"),
+    [
+        ({"openaiApiKey": OPENAI_CANARY}, {}),  # set without --secret: refused, value not shown
+        ({"vllm": {"replicaz": 2}}, {"openaiApiKey": OPENAI_CANARY}),
+        ({}, {"openaiApiKey": "sk-other", "openaiApikey": OPENAI_CANARY}),  # a typo'd key, set with --secret
+        ({"gamingMode": "maybe"}, {"openaiApiKey": OPENAI_CANARY}),
+    ],
+)
+def test_error_messages_never_carry_the_key(config, secrets):
+    error, registered = run_program_expecting_error(config, secrets)
+    assert registered == []
+    assert str(error).startswith("llm-gateway:")
+    assert OPENAI_CANARY not in str(error)
+
+
+@pytest.mark.drill
+def test_the_running_gateway_never_shows_the_keys(capsys):
+    drill = Drill(stack_settings("dev"), master_key=f"sk-{MASTER_KEY_CANARY}", openai_key=OPENAI_CANARY)
+    with drill:
+        for title, modes in demo.STEPS[:3]:
+            demo.run_step(drill, title, modes)
+        for tier in ("vllm", "ollama"):
+            drill.standins[tier].set_mode("down")
+        drill.standins["openai"].set_mode("error", status=401)
+        failed = chat(drill.url, "chat", api_key=drill.master_key)
+        streamed = chat(drill.url, "chat", stream=True, api_key=drill.master_key)
+        wrong_key = chat(drill.url, "chat", api_key="sk-not-the-key")
+        proxy_log = drill.log_path.read_text(errors="replace")
+    printed = capsys.readouterr().out
+    assert "request 3" in printed  # the demo really ran
+    assert failed.status == 503
+    for answer in (failed, streamed, wrong_key):
+        assert leaks(json.dumps(answer.body) + json.dumps(answer.headers)) == []
+    assert leaks(printed) == []
+    assert leaks(proxy_log) == []
+    config = (drill.workdir / "config.yaml").read_text()
+    assert leaks(config) == [] and "os.environ/OPENAI_API_KEY" in config
