@@ -9,7 +9,7 @@ import pytest
 from components.settings import DEFAULT_LITELLM_IMAGE, LITELLM_VERSION, GatewaySettings
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIREMENT_FILES = ["requirements.txt", "requirements-dev.txt", "constraints.txt"]
+REQUIREMENT_FILES = ["requirements.txt", "requirements-dev.txt", "constraints.txt", "requirements-lock.txt"]
 # Releases that shipped a credential stealer (2026-03). Never pin, never deploy.
 COMPROMISED_LITELLM = {"1.82.7", "1.82.8"}
 
@@ -32,7 +32,10 @@ def test_every_requirement_is_pinned_exactly(name):
     for line in requirement_lines(name):
         if line.startswith("-r "):
             continue
-        assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z,]+\])?==[A-Za-z0-9_.\-+]+", line), f"{name}: {line!r}"
+        pin = r"[A-Za-z0-9_.\-]+(\[[a-z,]+\])?==[A-Za-z0-9_.\-+]+"
+        if name == "requirements-lock.txt":
+            pin += r" --hash=sha256:[0-9a-f]{64}"
+        assert re.fullmatch(pin, line), f"{name}: {line!r}"
 
 
 @pytest.mark.parametrize("name", REQUIREMENT_FILES)
@@ -48,3 +51,24 @@ def test_runtime_requirements_match_the_lock():
     for line in requirement_lines("requirements.txt"):
         name = line.split("==")[0].lower().replace("_", "-")
         assert locked[name].split("==")[1] == line.split("==")[1], line
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(name: str) -> dict[str, str]:
+    found = {}
+    for line in requirement_lines(name):
+        if not line.startswith("-r "):
+            package, version = line.split()[0].split("==")
+            found[normalised(package.split("[")[0])] = version
+    return found
+
+
+def test_the_hash_lock_holds_exactly_the_constraints():
+    # pip freeze leaves out the packaging tools themselves; the lock pins them too.
+    lock = {name: pinned for name, pinned in pins("requirements-lock.txt").items() if name != "setuptools"}
+    assert lock == pins("constraints.txt")
+    for name, pinned in {**pins("requirements.txt"), **pins("requirements-dev.txt")}.items():
+        assert lock[name] == pinned, name
