@@ -24,7 +24,8 @@ OPENAI_KEY_CONFIG = "openaiApiKey"
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
 LITELLM_VERSION = "1.108.7"
-DEFAULT_LITELLM_IMAGE = f"ghcr.io/berriai/litellm:main-v{LITELLM_VERSION}"
+# The release's non-root build (same tag and cosign signature as ghcr.io/berriai/litellm).
+DEFAULT_LITELLM_IMAGE = f"ghcr.io/berriai/litellm-non_root:v{LITELLM_VERSION}"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
 
