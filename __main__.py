@@ -9,10 +9,11 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.fallback import chain_names, gateway_url
+from components.ingress import GatewayIngress
 from components.litellm import LiteLLMGateway
 from components.ollama import OllamaBackend
 from components.settings import PROJECT
-from components.stack_config import load_settings, openai_api_key
+from components.stack_config import database_url, load_settings, openai_api_key
 from components.vllm import VllmBackend
 
 settings = load_settings()  # every value checked before any resource exists
@@ -32,7 +33,11 @@ namespace_name = namespace.metadata.name
 
 VllmBackend("vllm", settings, namespace_name, instance, opts=on_cluster)
 OllamaBackend("ollama", settings, namespace_name, instance, opts=on_cluster)
-gateway = LiteLLMGateway("litellm", settings, namespace_name, instance, openai_api_key(settings), opts=on_cluster)
+gateway = LiteLLMGateway(
+    "litellm", settings, namespace_name, instance, openai_api_key(settings), database_url(settings), opts=on_cluster
+)
+if settings.ingress.enabled:
+    GatewayIngress("ingress", settings, namespace_name, instance, opts=on_cluster)
 
 pulumi.export("gatewayUrl", gateway_url(settings))
 pulumi.export("modelName", settings.gateway.model_name)

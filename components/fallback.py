@@ -57,6 +57,7 @@ GATEWAY_SERVICE = "litellm"
 # Environment variables of the gateway pod; their values come from Kubernetes Secrets only.
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+DATABASE_URL_ENV = "DATABASE_URL"
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
@@ -82,6 +83,9 @@ GATEWAY_CODE = Path(__file__).resolve().parent.parent / "gateway"
 PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"
 # The callback that turns "every tier failed" into a truthful 503/429/400 without internal details.
 HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"
+# The callback that enforces the cloud tier's rpm / tpm / budget (openai.* in stack config).
+CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"
+GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,33 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
     return (*local, cloud)
 
 
-def _model_entry(tier: Tier, health_check_timeout: int) -> dict[str, Any]:
+def callbacks(settings: Settings) -> list[str]:
+    """LiteLLM callbacks: honest errors and the cloud spend guard always; Prometheus metrics
+    (per-tier requests, failures and `litellm_deployment_successful_fallbacks_total`) if on."""
+    names = [f"{HONEST_ERRORS_FILE.stem}.handler", f"{CLOUD_GUARD_FILE.stem}.handler"]
+    if settings.gateway.metrics:
+        names.append("prometheus")
+    return names
+
+
+def spend_guard(settings: Settings) -> dict[str, float]:
+    """The cloud tier's limits as gateway/cloud_guard.py reads them (empty: no limit)."""
+    openai = settings.openai
+    limits: dict[str, float] = {}
+    if openai.rpm is not None:
+        limits["rpm"] = openai.rpm
+    if openai.tpm is not None:
+        limits["tpm"] = openai.tpm
+    if openai.max_budget_usd is not None:
+        limits["max_budget_usd"] = openai.max_budget_usd
+        limits["budget_period_seconds"] = openai.budget_period_seconds
+    return limits
+
+
+def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, float]) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
+    if not tier.in_cluster and limits:
+        model_info["spend_guard"] = limits
     if tier.probed:
         model_info["health_check_timeout"] = health_check_timeout
     if tier.probed or not tier.in_cluster:
@@ -183,36 +212,47 @@ def nested_fallbacks(chain: tuple[Tier, ...]) -> list[dict[str, list[str]]]:
 def litellm_config(settings: Settings) -> dict[str, Any]:
     """The whole LiteLLM proxy config. Holds no secret: keys appear only as `os.environ/NAME`."""
     chain = failover_chain(settings)
-    gateway = settings.gateway
-    health_check_timeout = probe_timeout_seconds(gateway)
-    no_fallback = [{tier.group: []} for tier in chain]
+    probe_timeout = probe_timeout_seconds(settings.gateway)
     return {
-        "model_list": [_model_entry(tier, health_check_timeout) for tier in chain],
-        "router_settings": {
-            "fallbacks": nested_fallbacks(chain),
-            "context_window_fallbacks": no_fallback,
-            "content_policy_fallbacks": no_fallback,
-            "fallback_on_unsupported_params": False,
-            "num_retries": gateway.num_retries,
-            "retry_after": 0,
-            "allowed_fails": 0,
-            "cooldown_time": gateway.cooldown_seconds,
-        },
+        "model_list": [_model_entry(tier, probe_timeout, spend_guard(settings)) for tier in chain],
+        "router_settings": _router_settings(settings, chain),
         "litellm_settings": {
-            "num_retries": gateway.num_retries,
+            "num_retries": settings.gateway.num_retries,
             "custom_provider_map": [
                 {"provider": PROGRESS_PROVIDER, "custom_handler": f"{PROGRESS_HANDLER_FILE.stem}.handler"}
             ],
-            "callbacks": [f"{HONEST_ERRORS_FILE.stem}.handler"],
+            "callbacks": callbacks(settings),
         },
-        "general_settings": {
-            "master_key": f"os.environ/{MASTER_KEY_ENV}",
-            "background_health_checks": True,
-            "health_check_interval": gateway.health_check_interval_seconds,
-            "enable_health_check_routing": True,
-            "background_health_check_model_groups": [tier.group for tier in chain if tier.probed],
-        },
+        "general_settings": _general_settings(settings, chain),
     }
+
+
+def _router_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, Any]:
+    no_fallback = [{tier.group: []} for tier in chain]
+    return {
+        "fallbacks": nested_fallbacks(chain),
+        "context_window_fallbacks": no_fallback,
+        "content_policy_fallbacks": no_fallback,
+        "fallback_on_unsupported_params": False,
+        "num_retries": settings.gateway.num_retries,
+        "retry_after": 0,
+        "allowed_fails": 0,
+        "cooldown_time": settings.gateway.cooldown_seconds,
+    }
+
+
+def _general_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, Any]:
+    general: dict[str, Any] = {
+        "master_key": f"os.environ/{MASTER_KEY_ENV}",
+        "background_health_checks": True,
+        "health_check_interval": settings.gateway.health_check_interval_seconds,
+        "enable_health_check_routing": True,
+        "background_health_check_model_groups": [tier.group for tier in chain if tier.probed],
+    }
+    if settings.database:
+        # Admin UI, virtual keys, spend logs. The URL only ever comes from the Secret.
+        general["database_url"] = f"os.environ/{DATABASE_URL_ENV}"
+    return general
 
 
 def render_config_yaml(settings: Settings) -> str:
@@ -222,11 +262,7 @@ def render_config_yaml(settings: Settings) -> str:
 
 def gateway_files(settings: Settings) -> dict[str, str]:
     """Everything the gateway's config directory holds: the ConfigMap's data, byte for byte."""
-    return {
-        CONFIG_FILE_NAME: render_config_yaml(settings),
-        PROGRESS_HANDLER_FILE.name: PROGRESS_HANDLER_FILE.read_text(),
-        HONEST_ERRORS_FILE.name: HONEST_ERRORS_FILE.read_text(),
-    }
+    return {CONFIG_FILE_NAME: render_config_yaml(settings)} | {path.name: path.read_text() for path in GATEWAY_MODULES}
 
 
 def config_checksum(files: dict[str, str]) -> str:

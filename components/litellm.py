@@ -15,6 +15,7 @@ import pulumi_random as random
 from components import kube
 from components.fallback import (
     CONFIG_FILE_NAME,
+    DATABASE_URL_ENV,
     GATEWAY_PORT,
     GATEWAY_SERVICE,
     MASTER_KEY_ENV,
@@ -32,8 +33,8 @@ CONFIG_DIR = "/etc/litellm"
 
 
 class LiteLLMGateway(pulumi.ComponentResource):
-    """The gateway. `openai_api_key` must be a secret Output (`Config.require_secret`), or None
-    when the cloud tier is disabled."""
+    """The gateway. `openai_api_key` and `database_url` must be secret Outputs
+    (`Config.require_secret`), or None when the cloud tier / the database is not used."""
 
     def __init__(
         self,
@@ -42,85 +43,115 @@ class LiteLLMGateway(pulumi.ComponentResource):
         namespace: pulumi.Input[str],
         instance: str,
         openai_api_key: pulumi.Output[str] | None,
+        database_url: pulumi.Output[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("llm-gateway:index:LiteLLMGateway", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        labels = kube.labels(GATEWAY_SERVICE, instance, "gateway")
+        self._name, self._namespace = name, namespace
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._labels = kube.labels(GATEWAY_SERVICE, instance, "gateway")
+        selector = kube.selector_labels(GATEWAY_SERVICE, instance)
         files = gateway_files(settings)
 
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata=kube.metadata(f"{GATEWAY_SERVICE}-config", namespace, labels),
+            metadata=self._metadata(f"{GATEWAY_SERVICE}-config"),
             data=files,
-            opts=child,
+            opts=self._child,
         )
         # LiteLLM refuses to start without a master key, and wants it to start with "sk-".
-        password = random.RandomPassword(f"{name}-master-key", length=48, special=False, opts=child)
+        password = random.RandomPassword(f"{name}-master-key", length=48, special=False, opts=self._child)
         self.master_key = pulumi.Output.secret(pulumi.Output.concat("sk-", password.result))
-        master_secret = k8s.core.v1.Secret(
-            f"{name}-master-key",
-            metadata=kube.metadata(f"{GATEWAY_SERVICE}-master-key", namespace, labels),
-            type="Opaque",
-            string_data={MASTER_KEY_ENV: self.master_key},
-            opts=child,
-        )
-        secret_env = [kube.secret_env(MASTER_KEY_ENV, master_secret.metadata.name, MASTER_KEY_ENV)]
+        secret_env = [self._secret_env("master-key", MASTER_KEY_ENV, self.master_key)]
         if openai_api_key is not None:
-            openai_secret = k8s.core.v1.Secret(
-                f"{name}-openai-key",
-                metadata=kube.metadata(f"{GATEWAY_SERVICE}-openai-key", namespace, labels),
-                type="Opaque",
-                string_data={OPENAI_KEY_ENV: pulumi.Output.secret(openai_api_key)},
-                opts=child,
-            )
-            secret_env.append(kube.secret_env(OPENAI_KEY_ENV, openai_secret.metadata.name, OPENAI_KEY_ENV))
+            secret_env.append(self._secret_env("openai-key", OPENAI_KEY_ENV, openai_api_key))
+        if database_url is not None:
+            secret_env.append(self._secret_env("database-url", DATABASE_URL_ENV, database_url))
 
-        selector = kube.selector_labels(GATEWAY_SERVICE, instance)
         skips = kube.image_skips(settings.gateway.image.digest, "llm-gateway:gateway.imageDigest")
         # LiteLLM reads provider and master keys as `os.environ/NAME`; a file would need a wrapper.
         skips["CKV_K8S_35"] = "LiteLLM reads keys as os.environ/NAME; values come from Secrets via secretKeyRef"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels, annotations=kube.checkov_skips(skips)),
+            metadata=self._metadata(GATEWAY_SERVICE, annotations=kube.checkov_skips(skips)),
             spec={
                 "replicas": settings.gateway.replicas,
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "selector": {"matchLabels": selector},
                 "template": {
                     # A new chain rolls the pods; LiteLLM reads its config only at start.
-                    "metadata": {"labels": labels, "annotations": {"checksum/config": config_checksum(files)}},
+                    "metadata": {"labels": self._labels, "annotations": {"checksum/config": config_checksum(files)}},
                     "spec": self._pod_spec(settings, config_map.metadata.name, secret_env, selector),
                 },
             },
-            opts=child,
+            opts=self._child,
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+            metadata=self._metadata(GATEWAY_SERVICE),
             spec=kube.cluster_ip_service_spec(selector, GATEWAY_PORT, "http"),
-            opts=child,
+            opts=self._child,
         )
         if settings.gateway.replicas >= 2:
             # Drains and upgrades keep one gateway answering. Not with one replica: the PDB would
             # block every node drain.
             k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-pdb",
-                metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+                metadata=self._metadata(GATEWAY_SERVICE),
                 spec={"minAvailable": 1, "selector": {"matchLabels": selector}},
-                opts=child,
+                opts=self._child,
             )
         if settings.network_policies:
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-network",
-                metadata=kube.metadata(GATEWAY_SERVICE, namespace, labels),
+                metadata=self._metadata(GATEWAY_SERVICE),
                 spec=self._network_policy_spec(settings, instance),
-                opts=child,
+                opts=self._child,
             )
+        if settings.gateway.service_monitor:
+            self._service_monitor(selector)
         self.config_map_name = config_map.metadata.name
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"serviceName": self.service_name, "configMapName": self.config_map_name})
+
+    def _metadata(self, object_name: str, **extra: Any) -> dict[str, Any]:
+        return kube.metadata(object_name, self._namespace, self._labels, **extra)
+
+    def _secret_env(self, suffix: str, env_name: str, value: pulumi.Output[str]) -> dict[str, Any]:
+        """One Secret holding one value, and the env entry that reads it. The value stays secret."""
+        secret = k8s.core.v1.Secret(
+            f"{self._name}-{suffix}",
+            metadata=self._metadata(f"{GATEWAY_SERVICE}-{suffix}"),
+            type="Opaque",
+            string_data={env_name: pulumi.Output.secret(value)},
+            opts=self._child,
+        )
+        return kube.secret_env(env_name, secret.metadata.name, env_name)
+
+    def _service_monitor(self, selector: dict[str, str]) -> None:
+        """prometheus-operator scrapes /metrics/ with the master key (LiteLLM asks for it there)."""
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-metrics",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=self._metadata(GATEWAY_SERVICE),
+            spec={
+                "selector": {"matchLabels": selector},
+                "endpoints": [
+                    {
+                        "port": "http",
+                        "path": "/metrics/",
+                        "interval": "30s",
+                        "authorization": {
+                            "type": "Bearer",
+                            "credentials": {"name": f"{GATEWAY_SERVICE}-master-key", "key": MASTER_KEY_ENV},
+                        },
+                    }
+                ],
+            },
+            opts=self._child,
+        )
 
     @staticmethod
     def _network_policy_spec(settings: Settings, instance: str) -> dict[str, Any]:
@@ -146,6 +177,9 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     "ports": [{"protocol": "TCP", "port": 443}],
                 }
             )
+        if settings.database:
+            # The database host is inside the secret URL; only its port is opened, to any address.
+            egress.append({"ports": [{"protocol": "TCP", "port": settings.gateway.database_port}]})
         return {
             "podSelector": {"matchLabels": kube.selector_labels(GATEWAY_SERVICE, instance)},
             "policyTypes": ["Ingress", "Egress"],
@@ -189,7 +223,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     ],
                     "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
                     "resources": kube.resources(gateway.resources),
-                    "securityContext": kube.container_security_context(read_only_root=True),
+                    # With a database, LiteLLM's Prisma client writes its engine files at start.
+                    "securityContext": kube.container_security_context(read_only_root=not settings.database),
                     "startupProbe": kube.http_probe(
                         "/health/liveliness", GATEWAY_PORT, period=5, timeout=3, failures=30
                     ),

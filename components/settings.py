@@ -20,6 +20,9 @@ from typing import Any
 
 PROJECT = "llm-gateway"
 OPENAI_KEY_CONFIG = "openaiApiKey"
+DATABASE_URL_CONFIG = "databaseUrl"
+# Stack-config keys that hold secrets: the parser only learns whether each is set, and how.
+SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG)
 
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
@@ -123,12 +126,24 @@ class OllamaSettings:
     timeout_seconds: int = 600
 
 
+BUDGET_PERIODS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+
+
 @dataclass(frozen=True)
 class OpenAISettings:
     enabled: bool = True
     model: str = "gpt-4o-mini"
     api_base: str = "https://api.openai.com/v1"
     timeout_seconds: int = 120
+    # Spend guard (gateway/cloud_guard.py), per gateway replica; None = no limit.
+    rpm: int | None = None
+    tpm: int | None = None
+    max_budget_usd: float | None = None
+    budget_period: str = "30d"
+
+    @property
+    def budget_period_seconds(self) -> int:
+        return BUDGET_PERIODS[self.budget_period]
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,20 @@ class GatewaySettings:
     cooldown_seconds: int = 10
     health_check_interval_seconds: int = 5
     resources: Resources = Resources("500m", "1Gi", "2", "2Gi")
+    metrics: bool = True  # LiteLLM's Prometheus metrics at /metrics/ (bearer: the master key)
+    service_monitor: bool = False  # a prometheus-operator ServiceMonitor for them
+    database_port: int = 5432  # opened in the gateway's egress when `databaseUrl` is set
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    enabled: bool = False
+    kind: str = "Ingress"  # or "IngressRoute" (Traefik)
+    host: str | None = None
+    class_name: str | None = None
+    tls_secret_name: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    entry_points: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +181,8 @@ class Settings:
     gateway: GatewaySettings = GatewaySettings()
     network_policies: bool = True
     render_yaml_to_directory: str | None = None
+    ingress: IngressSettings = IngressSettings()
+    database: bool = False  # `databaseUrl` set (as a secret): LiteLLM's database features on
 
     @property
     def vllm_replicas(self) -> int:
@@ -386,9 +417,19 @@ def _parse_openai(raw: Any) -> OpenAISettings:
         model=reader.take("model", defaults.model, _model),
         api_base=reader.take("apiBase", defaults.api_base, _https_url),
         timeout_seconds=reader.take("timeoutSeconds", defaults.timeout_seconds, _integer(5, 3600)),
+        rpm=reader.take("rpm", None, _integer(1, 1_000_000)),
+        tpm=reader.take("tpm", None, _integer(1, 1_000_000_000)),
+        max_budget_usd=reader.take("maxBudgetUsd", None, _dollars),
+        budget_period=reader.take("budgetPeriod", defaults.budget_period, _one_of(*BUDGET_PERIODS)),
     )
     reader.finish()
     return parsed
+
+
+def _dollars(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1_000_000:
+        raise ConfigError(key, value, "expected an amount in US dollars above 0 and at most 1000000, unquoted")
+    return float(value)
 
 
 def _parse_gateway(raw: Any) -> GatewaySettings:
@@ -404,9 +445,47 @@ def _parse_gateway(raw: Any) -> GatewaySettings:
             "healthCheckIntervalSeconds", defaults.health_check_interval_seconds, _integer(2, 300)
         ),
         resources=reader.take("resources", defaults.resources, _resources(defaults.resources)),
+        metrics=reader.take("metrics", defaults.metrics, _boolean),
+        service_monitor=reader.take("serviceMonitor", defaults.service_monitor, _boolean),
+        database_port=reader.take("databasePort", defaults.database_port, _integer(1, 65535)),
     )
     reader.finish()
+    if parsed.service_monitor and not parsed.metrics:
+        raise ConfigError("gateway.serviceMonitor", True, "needs gateway.metrics true (there is nothing to scrape)")
     return parsed
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+
+
+def _parse_ingress(raw: Any) -> IngressSettings:
+    reader = _ObjectReader("ingress", raw)
+    parsed = IngressSettings(
+        enabled=reader.take("enabled", False, _boolean),
+        kind=reader.take("kind", "Ingress", _one_of("Ingress", "IngressRoute")),
+        host=reader.take("host", None, _string(_HOSTNAME, "a DNS host name such as llm.example.com")),
+        class_name=reader.take("className", None, _dns_label_63),
+        tls_secret_name=reader.take("tlsSecretName", None, _dns_label_63),
+        annotations=reader.take("annotations", {}, _annotations),
+        entry_points=reader.take("entryPoints", (), lambda k, v: _list_of(k, v, _dns_label_63)),
+    )
+    reader.finish()
+    if parsed.enabled and parsed.host is None:
+        raise ConfigError("ingress.host", None, "set the host clients use, e.g. llm.example.com", state="is not set")
+    if parsed.entry_points and parsed.kind != "IngressRoute":
+        raise ConfigError("ingress.entryPoints", list(parsed.entry_points), "only for kind IngressRoute (Traefik)")
+    return parsed
+
+
+def _annotations(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, value, "expected an object of annotation keys to string values")
+    for name, item in value.items():
+        if not isinstance(name, str) or len(name) > 316 or not _LABEL_KEY.fullmatch(name):
+            raise ConfigError(f"{key}.{name}", item, "invalid annotation key")
+        if not isinstance(item, str) or len(item) > 4096:
+            raise ConfigError(f"{key}.{name}", item, "expected a string value (quote numbers and booleans)")
+    return dict(value)
 
 
 def _json_object(key: str, value: Any) -> Any:
@@ -419,12 +498,13 @@ def _json_object(key: str, value: Any) -> Any:
     return value
 
 
-def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing") -> Settings:
+def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing", database_url: str = "missing") -> Settings:
     """Validate the whole stack config (bare keys, no `llm-gateway:` prefix).
 
-    `openai_key` says how `llm-gateway:openaiApiKey` is set: "missing", "secret" or "plaintext".
+    `openai_key` and `database_url` say how `llm-gateway:openaiApiKey` and `llm-gateway:databaseUrl`
+    are set: "missing", "secret" or "plaintext". Their values never reach this function.
     """
-    top = _ObjectReader("", {k: v for k, v in raw.items() if k != OPENAI_KEY_CONFIG})
+    top = _ObjectReader("", {k: v for k, v in raw.items() if k not in SECRET_CONFIG_KEYS})
     settings = Settings(
         namespace=top.take("namespace", PROJECT, _dns_label_63),
         gaming_mode=top.take("gamingMode", False, _boolean),
@@ -434,10 +514,13 @@ def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing") -> Setti
         gateway=top.take("gateway", GatewaySettings(), lambda k, v: _parse_gateway(_json_object(k, v))),
         network_policies=top.take("networkPolicies", True, _boolean),
         render_yaml_to_directory=top.take("renderYamlToDirectory", None, _directory),
+        ingress=top.take("ingress", IngressSettings(), lambda k, v: _parse_ingress(_json_object(k, v))),
+        database=database_url == "secret",
     )
-    top.known.append(OPENAI_KEY_CONFIG)
+    top.known.extend(SECRET_CONFIG_KEYS)
     top.finish()
     _check_openai_key(settings, openai_key)
+    _check_not_plaintext(DATABASE_URL_CONFIG, database_url)
     _check_cooldown_covers_probe_cycle(settings.gateway)
     return settings
 
@@ -471,11 +554,14 @@ def _check_openai_key(settings: Settings, state: str) -> None:
             f"or `pulumi config set --path {PROJECT}:openai.enabled false` to run without the cloud tier",
             state="is not set",
         )
+    _check_not_plaintext(OPENAI_KEY_CONFIG, state)
+
+
+def _check_not_plaintext(key: str, state: str) -> None:
     if state == "plaintext":
         raise ConfigError(
-            OPENAI_KEY_CONFIG,
+            key,
             None,
-            f"run `pulumi config rm {PROJECT}:{OPENAI_KEY_CONFIG}` "
-            f"then `pulumi config set --secret {PROJECT}:{OPENAI_KEY_CONFIG} <key>`",
+            f"run `pulumi config rm {PROJECT}:{key}` then `pulumi config set --secret {PROJECT}:{key} <value>`",
             state="is stored in plain text (value not shown)",
         )

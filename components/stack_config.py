@@ -9,7 +9,15 @@ from __future__ import annotations
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.settings import OPENAI_KEY_CONFIG, PROJECT, ConfigError, Settings, parse_settings
+from components.settings import (
+    DATABASE_URL_CONFIG,
+    OPENAI_KEY_CONFIG,
+    PROJECT,
+    SECRET_CONFIG_KEYS,
+    ConfigError,
+    Settings,
+    parse_settings,
+)
 
 SECRET_PLACEHOLDER = "(secret value, not shown)"
 
@@ -29,15 +37,15 @@ def _project_config() -> dict[str, str]:
         key = key.removeprefix("config:")  # the older `project:config:key` form
         # A value set with --secret never reaches the parser, so no error message can echo it
         # (a typo such as `openaiApikey` is still reported, by name).
-        secret = key == OPENAI_KEY_CONFIG or runtime_config.is_config_secret(full_key)
+        secret = key in SECRET_CONFIG_KEYS or runtime_config.is_config_secret(full_key)
         found[key] = SECRET_PLACEHOLDER if secret else value
     return found
 
 
-def _openai_key_state(raw: dict[str, str]) -> str:
-    if OPENAI_KEY_CONFIG not in raw:
+def _secret_state(raw: dict[str, str], key: str) -> str:
+    if key not in raw:
         return "missing"
-    if runtime_config.is_config_secret(f"{PROJECT}:{OPENAI_KEY_CONFIG}"):
+    if runtime_config.is_config_secret(f"{PROJECT}:{key}"):
         return "secret"
     return "plaintext"
 
@@ -46,7 +54,11 @@ def load_settings() -> Settings:
     """Validated settings, or a clean Pulumi error (no traceback) naming the key and the fix."""
     raw = _project_config()
     try:
-        return parse_settings(raw, openai_key=_openai_key_state(raw))
+        return parse_settings(
+            raw,
+            openai_key=_secret_state(raw, OPENAI_KEY_CONFIG),
+            database_url=_secret_state(raw, DATABASE_URL_CONFIG),
+        )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
 
@@ -55,3 +67,9 @@ def openai_api_key(settings: Settings) -> pulumi.Output[str] | None:
     if not settings.openai.enabled:
         return None
     return pulumi.Config(PROJECT).require_secret(OPENAI_KEY_CONFIG)
+
+
+def database_url(settings: Settings) -> pulumi.Output[str] | None:
+    if not settings.database:
+        return None
+    return pulumi.Config(PROJECT).require_secret(DATABASE_URL_CONFIG)

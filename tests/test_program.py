@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.fallback import CONFIG_FILE_NAME, HONEST_ERRORS_FILE, PROGRESS_HANDLER_FILE, config_checksum
+from components.fallback import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE, config_checksum
 from pulumi_harness import (
     MASTER_KEY_CANARY,
     ROOT,
@@ -153,12 +153,14 @@ def test_config_checksum_annotation_matches_the_config_map(default_run):
 def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
     data = default_run.one(CONFIG_MAP, "litellm-config").inputs["data"]
     assert data[PROGRESS_HANDLER_FILE.name] == PROGRESS_HANDLER_FILE.read_text()
-    assert data[HONEST_ERRORS_FILE.name] == HONEST_ERRORS_FILE.read_text()
-    assert sorted(data) == sorted([CONFIG_FILE_NAME, PROGRESS_HANDLER_FILE.name, HONEST_ERRORS_FILE.name])
+    for module in GATEWAY_MODULES:
+        assert data[module.name] == module.read_text()
+    assert sorted(data) == sorted([CONFIG_FILE_NAME, *(module.name for module in GATEWAY_MODULES)])
+    assert {m.name for m in GATEWAY_MODULES} == {"vllm_progress.py", "honest_errors.py", "cloud_guard.py"}
     config = yaml.safe_load(data[CONFIG_FILE_NAME])
     handlers = config["litellm_settings"]["custom_provider_map"]
     assert handlers == [{"provider": "vllm-progress", "custom_handler": "vllm_progress.handler"}]
-    assert config["litellm_settings"]["callbacks"] == ["honest_errors.handler"]
+    assert config["litellm_settings"]["callbacks"] == ["honest_errors.handler", "cloud_guard.handler", "prometheus"]
     assert config["model_list"][0]["litellm_params"]["model"].startswith("vllm-progress/")
     mount = container(default_run, "litellm")["volumeMounts"][0]
     assert mount["mountPath"] == "/etc/litellm" and "subPath" not in mount  # the whole directory
