@@ -8,7 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import GATEWAY_SERVICE, OLLAMA_PORT, OLLAMA_SERVICE
+from components.backend import expose_to_gateway, model_volume
+from components.fallback import OLLAMA_PORT, OLLAMA_SERVICE
 from components.settings import Settings
 
 MODELS_PATH = "/models"
@@ -47,11 +48,14 @@ class OllamaBackend(pulumi.ComponentResource):
         labels = kube.labels(OLLAMA_SERVICE, instance, "inference")
         ollama = settings.ollama
 
-        models = k8s.core.v1.PersistentVolumeClaim(
+        models = model_volume(
             f"{name}-models",
-            metadata=kube.metadata(f"{OLLAMA_SERVICE}-models", namespace, labels),
-            spec=kube.volume_claim_spec(ollama.storage_size, ollama.storage_class_name),
-            opts=child,
+            f"{OLLAMA_SERVICE}-models",
+            ollama.storage_size,
+            ollama.storage_class_name,
+            namespace,
+            labels,
+            child,
         )
         skips = kube.checkov_skips(kube.image_skips(ollama.image.digest, "llm-gateway:ollama.imageDigest"))
         deployment = k8s.apps.v1.Deployment(
@@ -66,25 +70,7 @@ class OllamaBackend(pulumi.ComponentResource):
             },
             opts=child,
         )
-        service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels),
-            spec=kube.cluster_ip_service_spec(kube.selector_labels(OLLAMA_SERVICE, instance), OLLAMA_PORT, "http"),
-            opts=child,
-        )
-        if settings.network_policies:
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-ingress",
-                **kube.ingress_only_from(
-                    f"{OLLAMA_SERVICE}-from-gateway",
-                    namespace,
-                    labels,
-                    target=kube.selector_labels(OLLAMA_SERVICE, instance),
-                    source=kube.selector_labels(GATEWAY_SERVICE, instance),
-                    port=OLLAMA_PORT,
-                ),
-                opts=child,
-            )
+        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, settings, namespace, instance, child)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})

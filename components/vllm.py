@@ -8,7 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import GATEWAY_SERVICE, VLLM_PORT, VLLM_SERVICE
+from components.backend import expose_to_gateway, model_volume
+from components.fallback import VLLM_PORT, VLLM_SERVICE
 from components.settings import Settings
 
 CACHE_PATH = "/cache"
@@ -30,12 +31,8 @@ class VllmBackend(pulumi.ComponentResource):
         labels = kube.labels(VLLM_SERVICE, instance, "inference")
         vllm = settings.vllm
 
-        cache = k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-cache",
-            metadata=kube.metadata(f"{VLLM_SERVICE}-cache", namespace, labels),
-            spec=kube.volume_claim_spec(vllm.cache_size, vllm.storage_class_name),
-            # The model download is minutes of work: keep it when the stack scales to 0.
-            opts=child,
+        cache = model_volume(
+            f"{name}-cache", f"{VLLM_SERVICE}-cache", vllm.cache_size, vllm.storage_class_name, namespace, labels, child
         )
         skips = kube.image_skips(vllm.image.digest, "llm-gateway:vllm.imageDigest")
         # torch.compile, triton and flashinfer write JIT caches where the image decides; HOME is on
@@ -58,25 +55,7 @@ class VllmBackend(pulumi.ComponentResource):
             },
             opts=child,
         )
-        service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=kube.metadata(VLLM_SERVICE, namespace, labels),
-            spec=kube.cluster_ip_service_spec(kube.selector_labels(VLLM_SERVICE, instance), VLLM_PORT, "http"),
-            opts=child,
-        )
-        if settings.network_policies:
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-ingress",
-                **kube.ingress_only_from(
-                    f"{VLLM_SERVICE}-from-gateway",
-                    namespace,
-                    labels,
-                    target=kube.selector_labels(VLLM_SERVICE, instance),
-                    source=kube.selector_labels(GATEWAY_SERVICE, instance),
-                    port=VLLM_PORT,
-                ),
-                opts=child,
-            )
+        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, settings, namespace, instance, child)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})

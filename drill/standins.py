@@ -162,6 +162,17 @@ class StandIn:
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    async def _begin(self, request: web.Request) -> tuple[dict[str, Any], str, web.Response | None]:
+        """Read and count a chat request; the error response its fault mode calls for, if any."""
+        body = await request.json()
+        kind = self._count(body)
+        return body, kind, await self._fault(kind)
+
+    async def _pace_whole_answer(self, words: list[str]) -> None:
+        """A non-streaming answer takes as long as its stream would have."""
+        for index in range(len(words)):
+            await self._pace(index)
+
     def _count(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
         text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
@@ -209,9 +220,7 @@ class OpenAIStandIn(StandIn):
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        kind = self._count(body)
-        failed = await self._fault(kind)
+        body, kind, failed = await self._begin(request)
         if failed is not None:
             return failed
         created = int(time.time())
@@ -219,8 +228,7 @@ class OpenAIStandIn(StandIn):
         words = self.words()
         usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
         if not body.get("stream"):
-            for index in range(len(words)):
-                await self._pace(index)
+            await self._pace_whole_answer(words)
             self.served[kind] += 1
             return web.json_response(
                 {
@@ -283,9 +291,7 @@ class OllamaStandIn(StandIn):
         return web.json_response({"modelfile": "", "parameters": "", "template": "", "model_info": {}})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        kind = self._count(body)
-        failed = await self._fault(kind)
+        body, kind, failed = await self._begin(request)
         if failed is not None:
             return failed
         words = self.words()
@@ -298,8 +304,7 @@ class OllamaStandIn(StandIn):
             "eval_count": len(words),
         }
         if body.get("stream") is False:
-            for index in range(len(words)):
-                await self._pace(index)
+            await self._pace_whole_answer(words)
             self.served[kind] += 1
             return web.json_response({**done, "message": {"role": "assistant", "content": " ".join(words)}})
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

@@ -136,29 +136,27 @@ def images_pinned(args: ResourceValidationArgs, report_violation: ReportViolatio
             )
 
 
+def _mandatory(name: str, description: str, validate) -> ResourceValidationPolicy:
+    return ResourceValidationPolicy(
+        name=name, description=description, validate=validate, enforcement_level=EnforcementLevel.MANDATORY
+    )
+
+
 POLICIES = [
-    ResourceValidationPolicy(
-        name="cloud-tier-last",
-        description="The cloud tier is last in the chain and every fallback list; only the last local tier reaches it.",
-        validate=cloud_tier_last,
-        enforcement_level=EnforcementLevel.MANDATORY,
+    _mandatory(
+        "cloud-tier-last",
+        "The cloud tier is last in the chain and every fallback list; only the last local tier reaches it.",
+        cloud_tier_last,
     ),
-    ResourceValidationPolicy(
-        name="no-secret-in-config-map",
-        description="No API key or master key value in any ConfigMap; keys only as os.environ/NAME.",
-        validate=no_secret_in_config_map,
-        enforcement_level=EnforcementLevel.MANDATORY,
+    _mandatory(
+        "no-secret-in-config-map",
+        "No API key or master key value in any ConfigMap; keys only as os.environ/NAME.",
+        no_secret_in_config_map,
     ),
-    ResourceValidationPolicy(
-        name="containers-have-limits-and-probes",
-        description="Every container has cpu/memory requests and limits; every main container has probes.",
-        validate=containers_have_limits_and_probes,
-        enforcement_level=EnforcementLevel.MANDATORY,
+    _mandatory(
+        "containers-have-limits-and-probes",
+        "Every container has cpu/memory requests and limits; every main container has probes.",
+        containers_have_limits_and_probes,
     ),
-    ResourceValidationPolicy(
-        name="images-pinned",
-        description="Every image is pinned by an exact tag or a digest.",
-        validate=images_pinned,
-        enforcement_level=EnforcementLevel.MANDATORY,
-    ),
+    _mandatory("images-pinned", "Every image is pinned by an exact tag or a digest.", images_pinned),
 ]

@@ -1,0 +1,66 @@
+"""What the two in-cluster tiers share: a model volume, a Service, and a NetworkPolicy letting
+only the gateway in.
+
+A helper for VllmBackend and OllamaBackend (it creates their children), not a component itself.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.fallback import GATEWAY_SERVICE
+from components.settings import Settings
+
+
+def expose_to_gateway(
+    name: str,
+    service_name: str,
+    port: int,
+    settings: Settings,
+    namespace: pulumi.Input[str],
+    instance: str,
+    child: pulumi.ResourceOptions,
+) -> k8s.core.v1.Service:
+    labels = kube.labels(service_name, instance, "inference")
+    selector = kube.selector_labels(service_name, instance)
+    service = k8s.core.v1.Service(
+        f"{name}-service",
+        metadata=kube.metadata(service_name, namespace, labels),
+        spec=kube.cluster_ip_service_spec(selector, port, "http"),
+        opts=child,
+    )
+    if settings.network_policies:
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-ingress",
+            **kube.ingress_only_from(
+                f"{service_name}-from-gateway",
+                namespace,
+                labels,
+                target=selector,
+                source=kube.selector_labels(GATEWAY_SERVICE, instance),
+                port=port,
+            ),
+            opts=child,
+        )
+    return service
+
+
+def model_volume(
+    name: str,
+    claim_name: str,
+    size: str,
+    storage_class_name: str | None,
+    namespace: pulumi.Input[str],
+    labels: dict[str, str],
+    child: pulumi.ResourceOptions,
+) -> k8s.core.v1.PersistentVolumeClaim:
+    """The tier's model store. A claim outlives its pods: scaling to 0 (Gaming Mode) keeps the
+    downloaded model, so coming back costs a load, not a download."""
+    return k8s.core.v1.PersistentVolumeClaim(
+        name,
+        metadata=kube.metadata(claim_name, namespace, labels),
+        spec=kube.volume_claim_spec(size, storage_class_name),
+        opts=child,
+    )
