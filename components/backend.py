@@ -21,9 +21,9 @@ def expose_to_gateway(
     settings: Settings,
     namespace: pulumi.Input[str],
     instance: str,
+    labels: dict[str, str],
     child: pulumi.ResourceOptions,
 ) -> k8s.core.v1.Service:
-    labels = kube.labels(service_name, instance, "inference")
     selector = kube.selector_labels(service_name, instance)
     service = k8s.core.v1.Service(
         f"{name}-service",

@@ -213,8 +213,9 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
     """The whole LiteLLM proxy config. Holds no secret: keys appear only as `os.environ/NAME`."""
     chain = failover_chain(settings)
     probe_timeout = probe_timeout_seconds(settings.gateway)
+    limits = spend_guard(settings)
     return {
-        "model_list": [_model_entry(tier, probe_timeout, spend_guard(settings)) for tier in chain],
+        "model_list": [_model_entry(tier, probe_timeout, limits) for tier in chain],
         "router_settings": _router_settings(settings, chain),
         "litellm_settings": {
             "num_retries": settings.gateway.num_retries,

@@ -70,7 +70,7 @@ class OllamaBackend(pulumi.ComponentResource):
             },
             opts=child,
         )
-        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, settings, namespace, instance, child)
+        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, settings, namespace, instance, labels, child)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})

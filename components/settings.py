@@ -283,15 +283,32 @@ def _dns_label_63(key: str, value: Any) -> str:
     return label
 
 
-def _string_map(key: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, value, "expected an object of label keys to string values")
-    for name, item in value.items():
-        if not isinstance(name, str) or len(name) > 316 or not _LABEL_KEY.fullmatch(name):
-            raise ConfigError(f"{key}.{name}", item, "invalid label key")
-        if not isinstance(item, str) or len(item) > 63 or not _LABEL_VALUE.fullmatch(item):
-            raise ConfigError(f"{key}.{name}", item, "expected a label value string (quote numbers)")
-    return dict(value)
+def _keyed_strings(kind: str, value_ok: Callable[[Any], bool], value_fix: str) -> Callable[[str, Any], dict[str, str]]:
+    """A map from Kubernetes-style keys (labels, annotations) to string values."""
+
+    def check(key: str, value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, f"expected an object of {kind} keys to string values")
+        for name, item in value.items():
+            if not isinstance(name, str) or len(name) > 316 or not _LABEL_KEY.fullmatch(name):
+                raise ConfigError(f"{key}.{name}", item, f"invalid {kind} key")
+            if not value_ok(item):
+                raise ConfigError(f"{key}.{name}", item, value_fix)
+        return dict(value)
+
+    return check
+
+
+_string_map = _keyed_strings(
+    "label",
+    lambda item: isinstance(item, str) and len(item) <= 63 and bool(_LABEL_VALUE.fullmatch(item)),
+    "expected a label value string (quote numbers)",
+)
+_annotations = _keyed_strings(
+    "annotation",
+    lambda item: isinstance(item, str) and len(item) <= 4096,
+    "expected a string value (quote numbers and booleans)",
+)
 
 
 def _list_of(key: str, value: Any, item: Callable[[str, Any], Any]) -> tuple[Any, ...]:
@@ -475,17 +492,6 @@ def _parse_ingress(raw: Any) -> IngressSettings:
     if parsed.entry_points and parsed.kind != "IngressRoute":
         raise ConfigError("ingress.entryPoints", list(parsed.entry_points), "only for kind IngressRoute (Traefik)")
     return parsed
-
-
-def _annotations(key: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, value, "expected an object of annotation keys to string values")
-    for name, item in value.items():
-        if not isinstance(name, str) or len(name) > 316 or not _LABEL_KEY.fullmatch(name):
-            raise ConfigError(f"{key}.{name}", item, "invalid annotation key")
-        if not isinstance(item, str) or len(item) > 4096:
-            raise ConfigError(f"{key}.{name}", item, "expected a string value (quote numbers and booleans)")
-    return dict(value)
 
 
 def _json_object(key: str, value: Any) -> Any:

@@ -55,7 +55,7 @@ class VllmBackend(pulumi.ComponentResource):
             },
             opts=child,
         )
-        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, settings, namespace, instance, child)
+        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, settings, namespace, instance, labels, child)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})

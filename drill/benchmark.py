@@ -42,8 +42,8 @@ async def _load(url: str, payload: dict, headers: dict, concurrency: int, per_wo
     return latencies
 
 
-def load(url: str, model: str, concurrency: int, total: int, tokens_note: str = "") -> list[float]:
-    payload = {"model": model, "messages": [{"role": "user", "content": f"benchmark {tokens_note}"}]}
+def load(url: str, model: str, concurrency: int, total: int) -> list[float]:
+    payload = {"model": model, "messages": [{"role": "user", "content": "benchmark"}]}
     headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
     asyncio.run(_load(url, payload, headers, concurrency, 5))  # warm-up
     return asyncio.run(_load(url, payload, headers, concurrency, max(1, total // concurrency)))

@@ -40,26 +40,35 @@ def chat(
     stream: bool = False,
     timeout: float = 120,
     api_key: str = DRILL_MASTER_KEY,
+    client: httpx.Client | None = None,
 ) -> Answer:
+    """One chat request. Pass `client` to reuse its connections (load runs); its timeout then applies."""
+    if client is None:
+        with httpx.Client(timeout=timeout, trust_env=False) as own_client:
+            return _send(own_client, base_url, model, prompt, stream, api_key)
+    return _send(client, base_url, model, prompt, stream, api_key)
+
+
+def _send(client: httpx.Client, base_url: str, model: str, prompt: str, stream: bool, api_key: str) -> Answer:
     payload = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": stream}
     headers = {"Authorization": f"Bearer {api_key}"}
+    url = f"{base_url}/v1/chat/completions"
     started = time.monotonic()
-    with httpx.Client(timeout=timeout, trust_env=False) as client:
-        if not stream:
-            response = client.post(f"{base_url}/v1/chat/completions", json=payload, headers=headers)
+    if not stream:
+        response = client.post(url, json=payload, headers=headers)
+        return Answer(response.status_code, time.monotonic() - started, response.json(), dict(response.headers))
+    chunks: list[dict[str, Any]] = []
+    with client.stream("POST", url, json=payload, headers=headers) as response:
+        body: dict[str, Any] = {}
+        if response.status_code != 200:
+            response.read()
             return Answer(response.status_code, time.monotonic() - started, response.json(), dict(response.headers))
-        chunks: list[dict[str, Any]] = []
-        with client.stream("POST", f"{base_url}/v1/chat/completions", json=payload, headers=headers) as response:
-            body: dict[str, Any] = {}
-            if response.status_code != 200:
-                response.read()
-                return Answer(response.status_code, time.monotonic() - started, response.json(), dict(response.headers))
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                event = json.loads(line[len("data: ") :])
-                if "error" in event:
-                    body = event
-                else:
-                    chunks.append(event)
-            return Answer(response.status_code, time.monotonic() - started, body, dict(response.headers), chunks)
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[len("data: ") :])
+            if "error" in event:
+                body = event
+            else:
+                chunks.append(event)
+        return Answer(response.status_code, time.monotonic() - started, body, dict(response.headers), chunks)

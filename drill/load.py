@@ -13,7 +13,6 @@ of grace). Loopback only; bounded in time (phases) and per request.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from collections import Counter
@@ -21,7 +20,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from drill.runner import DRILL_MASTER_KEY, Drill, stack_settings
+from drill.client import chat
+from drill.runner import Drill, stack_settings
 
 # "crash": the port closes and every open connection is cut, requests in flight included.
 PHASES = (
@@ -50,36 +50,25 @@ class PhaseReport:
     cloud_received: int = 0  # prompts the cloud stand-in received while this phase was in force
 
 
-def _one_request(client: httpx.Client, url: str, model: str, stream: bool) -> tuple[bool, str | None, str, int]:
+def _one_request(
+    client: httpx.Client, base_url: str, model: str, stream: bool, api_key: str
+) -> tuple[bool, str | None, str, int]:
     """(ok, tier, error, chunks received before any error)."""
-    payload = {"model": model, "messages": [{"role": "user", "content": "load"}], "stream": stream}
-    headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
     try:
-        if not stream:
-            response = client.post(url, json=payload, headers=headers)
-            ok = response.status_code == 200
-            return ok, response.headers.get("x-litellm-model-id"), "" if ok else str(response.status_code), 0
-        chunks = 0
-        with client.stream("POST", url, json=payload, headers=headers) as response:
-            tier = response.headers.get("x-litellm-model-id")
-            if response.status_code != 200:
-                return False, tier, str(response.status_code), 0
-            finished = False
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                event = json.loads(line[6:])
-                if "error" in event:
-                    return False, tier, "error event", chunks
-                chunks += 1
-                finished = finished or any(c.get("finish_reason") for c in event.get("choices") or [])
-            return finished, tier, "" if finished else "no finish", chunks
-    except httpx.HTTPError as error:
+        answer = chat(base_url, model, prompt="load", stream=stream, api_key=api_key, client=client)
+    except (httpx.HTTPError, ValueError) as error:  # ValueError: a body that is not JSON
         return False, None, type(error).__name__, 0
+    if answer.status != 200:
+        return False, answer.tier, str(answer.status), 0
+    if "error" in answer.body:
+        return False, answer.tier, "error event", len(answer.chunks)
+    if not stream:
+        return True, answer.tier, "", 0
+    finished = any(choice.get("finish_reason") for event in answer.chunks for choice in event.get("choices") or [])
+    return finished, answer.tier, "" if finished else "no finish", len(answer.chunks)
 
 
 def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseReport]:
-    url = f"{drill.url}/v1/chat/completions"
     model = drill.settings.gateway.model_name
     reports = [PhaseReport(name) for name, _ in PHASES]
     current = {"phase": 0}
@@ -90,7 +79,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
         with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
             while not stop.is_set():
                 phase = current["phase"]
-                ok, tier, error, chunks = _one_request(client, url, model, stream)
+                ok, tier, error, chunks = _one_request(client, drill.url, model, stream, drill.master_key)
                 with lock:
                     report = reports[phase]
                     report.sent += 1

@@ -74,12 +74,10 @@ def drill_config(rendered: str, api_bases: dict[str, str], vllm_path: str = "pro
     for entry in config["model_list"]:
         tier = entry["model_info"]["id"]
         params = entry["litellm_params"]
-        params["api_base"] = _require_loopback(api_bases[tier])
+        params["api_base"] = _require_loopback(api_bases[tier])  # every tier: nothing leaves the machine
         if tier == "vllm" and vllm_path == "plain":
             params["model"] = "openai/" + params["model"].split("/", 1)[1]
             del params["first_token_timeout"], params["stall_timeout"]
-    for entry in config["model_list"]:  # belt and braces: nothing else may leave the machine
-        _require_loopback(entry["litellm_params"]["api_base"])
     return yaml.safe_dump(config, sort_keys=False)
 
 
