@@ -1,20 +1,21 @@
 """llm-gateway: vLLM (GPU) → Ollama (CPU) → OpenAI (cloud) behind one LiteLLM proxy.
 
 Read it as the table of contents: validate the stack config, create the namespace and the three
-components, export what clients need. The chain itself lives in components/fallback.py.
+components, export what clients need. The chain itself lives in components/fallback.py, every
+setting in components/settings.py, every name in components/names.py.
 """
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import chain_names, gateway_url
-from components.ingress import GatewayIngress
-from components.litellm import LiteLLMGateway
-from components.ollama import OllamaBackend
-from components.settings import PROJECT
+from components.fallback import chain_names, failover_chain, gateway_files, gateway_url
+from components.ingress import GatewayIngress, IngressArgs
+from components.litellm import LiteLLMArgs, LiteLLMGateway
+from components.names import PROJECT
+from components.ollama import OllamaArgs, OllamaBackend
 from components.stack_config import database_url, load_settings, openai_api_key
-from components.vllm import VllmBackend
+from components.vllm import VllmArgs, VllmBackend
 
 settings = load_settings()  # every value checked before any resource exists
 instance = pulumi.get_stack()
@@ -29,19 +30,28 @@ namespace = k8s.core.v1.Namespace(
     metadata={"name": settings.namespace, "labels": kube.labels(PROJECT, instance, "namespace")},
     opts=pulumi.ResourceOptions(provider=provider),
 )
-namespace_name = namespace.metadata.name
+placement = kube.Placement(namespace.metadata.name, instance, settings.network_policies)
 
-VllmBackend("vllm", settings, namespace_name, instance, opts=on_cluster)
-OllamaBackend("ollama", settings, namespace_name, instance, opts=on_cluster)
+VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, placement), opts=on_cluster)
+OllamaBackend("ollama", OllamaArgs(settings.ollama, placement), opts=on_cluster)
 gateway = LiteLLMGateway(
-    "litellm", settings, namespace_name, instance, openai_api_key(settings), database_url(settings), opts=on_cluster
+    "litellm",
+    LiteLLMArgs(
+        settings.gateway,
+        gateway_files(settings),
+        failover_chain(settings),
+        placement,
+        openai_api_key=openai_api_key(settings),
+        database_url=database_url(settings),
+    ),
+    opts=on_cluster,
 )
 if settings.ingress.enabled:
-    GatewayIngress("ingress", settings, namespace_name, instance, opts=on_cluster)
+    GatewayIngress("ingress", IngressArgs(settings.ingress, placement), opts=on_cluster)
 
 pulumi.export("gatewayUrl", gateway_url(settings))
 pulumi.export("modelName", settings.gateway.model_name)
 pulumi.export("fallbackChain", chain_names(settings))
-pulumi.export("namespace", namespace_name)
+pulumi.export("namespace", placement.namespace)
 pulumi.export("vllmReplicas", settings.vllm_replicas)
 pulumi.export("masterKey", gateway.master_key)

@@ -10,36 +10,33 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import GATEWAY_SERVICE
-from components.settings import Settings
+from components.names import GATEWAY_SERVICE
 
 
 def expose_to_gateway(
     name: str,
     service_name: str,
     port: int,
-    settings: Settings,
-    namespace: pulumi.Input[str],
-    instance: str,
+    placement: kube.Placement,
     labels: dict[str, str],
     child: pulumi.ResourceOptions,
 ) -> k8s.core.v1.Service:
-    selector = kube.selector_labels(service_name, instance)
+    selector = kube.selector_labels(service_name, placement.instance)
     service = k8s.core.v1.Service(
         f"{name}-service",
-        metadata=kube.metadata(service_name, namespace, labels),
+        metadata=kube.metadata(service_name, placement.namespace, labels),
         spec=kube.cluster_ip_service_spec(selector, port, "http"),
         opts=child,
     )
-    if settings.network_policies:
+    if placement.network_policies:
         k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress",
             **kube.ingress_only_from(
                 f"{service_name}-from-gateway",
-                namespace,
+                placement.namespace,
                 labels,
                 target=selector,
-                source=kube.selector_labels(GATEWAY_SERVICE, instance),
+                source=kube.selector_labels(GATEWAY_SERVICE, placement.instance),
                 port=port,
             ),
             opts=child,

@@ -39,25 +39,29 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.settings import Settings, probe_timeout_seconds
-
-VLLM_PORT = 8000
-OLLAMA_PORT = 11434
-GATEWAY_PORT = 4000
-
-VLLM_SERVICE = "vllm"
-OLLAMA_SERVICE = "ollama"
-GATEWAY_SERVICE = "litellm"
-
-# Environment variables of the gateway pod; their values come from Kubernetes Secrets only.
-OPENAI_KEY_ENV = "OPENAI_API_KEY"
-MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
-DATABASE_URL_ENV = "DATABASE_URL"
+from components.names import (
+    CLOUD_GUARD_FILE,
+    CONFIG_FILE_NAME,
+    DATABASE_URL_ENV,
+    GATEWAY_MODULES,
+    GATEWAY_PORT,
+    GATEWAY_SERVICE,
+    HONEST_ERRORS_FILE,
+    MASTER_KEY_ENV,
+    OLLAMA_PORT,
+    OLLAMA_SERVICE,
+    OPENAI_KEY_ENV,
+    PROGRESS_HANDLER_FILE,
+    PROGRESS_PROVIDER,
+    VLLM_PORT,
+    VLLM_SERVICE,
+    service_url,
+)
+from components.settings import Settings
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
@@ -76,92 +80,94 @@ COOL_DOWN_AT_FIRST_FAILURE = {
     "NotFoundErrorAllowedFails": 0,
     "AuthenticationErrorAllowedFails": 0,
 }
-CONFIG_FILE_NAME = "config.yaml"
-# The custom provider shipped beside config.yaml (LiteLLM imports it from the config's directory).
-PROGRESS_PROVIDER = "vllm-progress"
-GATEWAY_CODE = Path(__file__).resolve().parent.parent / "gateway"
-PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"
-# The callback that turns "every tier failed" into a truthful 503/429/400 without internal details.
-HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"
-# The callback that enforces the cloud tier's rpm / tpm / budget (openai.* in stack config).
-CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"
-GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)
+# `model_info` marker of the tier whose calls leave the cluster (gateway/ plugins find it by this).
+LEAVES_CLUSTER = "leaves_cluster"
+# The flag gateway/vllm_progress.py sees on a background health check (`PROBE_KEY` there).
+ENGINE_PROBE = "engine_probe"
 
 
 @dataclass(frozen=True)
 class Tier:
-    """One step of the chain: a LiteLLM model group and the deployment behind it."""
+    """One step of the chain: a LiteLLM model group, the deployment behind it, and where it runs."""
 
-    name: str  # "vllm", "ollama", "openai"
+    name: str  # "vllm", "ollama", "openai": the deployment's model_info.id
     group: str  # the LiteLLM model group name
     litellm_params: dict[str, Any]
-    in_cluster: bool
+    api: str  # the wire protocol: "openai" (chat completions) or "ollama" (native /api/chat)
+    api_path: str  # what follows host:port in api_base ("/v1" or "")
+    served_model: str  # the model name the tier itself serves
+    service: str | None = None  # the in-cluster Service; None: outside the cluster
+    port: int | None = None
     probed: bool = False  # background health checks (and cooldown on a failed probe)
     cooled_down: bool = True  # False: every request tries this tier, whatever happened before
 
-
-def service_host(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}.svc.cluster.local"
-
-
-def vllm_api_base(settings: Settings) -> str:
-    return f"http://{service_host(VLLM_SERVICE, settings.namespace)}:{VLLM_PORT}/v1"
-
-
-def ollama_api_base(settings: Settings) -> str:
-    return f"http://{service_host(OLLAMA_SERVICE, settings.namespace)}:{OLLAMA_PORT}"
+    @property
+    def in_cluster(self) -> bool:
+        return self.service is not None
 
 
 def gateway_url(settings: Settings) -> str:
-    return f"http://{service_host(GATEWAY_SERVICE, settings.namespace)}:{GATEWAY_PORT}"
+    return service_url(GATEWAY_SERVICE, settings.namespace, GATEWAY_PORT)
 
 
 def failover_chain(settings: Settings) -> tuple[Tier, ...]:
     """vLLM, then Ollama, then (if enabled) OpenAI. The cloud is last by construction."""
     client_group = settings.gateway.model_name
+    vllm, ollama, openai = settings.vllm, settings.ollama, settings.openai
     local = (
         Tier(
             name="vllm",
             group=client_group,
             litellm_params={
                 # gateway/vllm_progress.py: detects a hung vLLM by progress, not total duration.
-                "model": f"{PROGRESS_PROVIDER}/{settings.vllm.model}",
-                "api_base": vllm_api_base(settings),
+                "model": f"{PROGRESS_PROVIDER}/{vllm.model}",
+                "api_base": service_url(VLLM_SERVICE, settings.namespace, VLLM_PORT, "/v1"),
                 "api_key": LOCAL_API_KEY_PLACEHOLDER,
-                "timeout": settings.vllm.timeout_seconds,
-                "first_token_timeout": settings.vllm.first_token_timeout_seconds,
-                "stall_timeout": settings.vllm.stall_timeout_seconds,
+                "timeout": vllm.timeout_seconds,
+                "first_token_timeout": vllm.first_token_timeout_seconds,
+                "stall_timeout": vllm.stall_timeout_seconds,
+                "max_queue_seconds": vllm.max_queue_seconds,
                 "max_retries": 0,
             },
-            in_cluster=True,
+            api="openai",
+            api_path="/v1",
+            served_model=vllm.model,
+            service=VLLM_SERVICE,
+            port=VLLM_PORT,
             probed=True,
         ),
         Tier(
             name="ollama",
             group=f"{client_group}-ollama",
             litellm_params={
-                "model": f"ollama_chat/{settings.ollama.model}",
-                "api_base": ollama_api_base(settings),
-                "timeout": settings.ollama.timeout_seconds,
+                "model": f"ollama_chat/{ollama.model}",
+                "api_base": service_url(OLLAMA_SERVICE, settings.namespace, OLLAMA_PORT),
+                "timeout": ollama.timeout_seconds,
                 "max_retries": 0,
             },
-            in_cluster=True,
+            api="ollama",
+            api_path="",
+            served_model=ollama.model,
+            service=OLLAMA_SERVICE,
+            port=OLLAMA_PORT,
             cooled_down=False,
         ),
     )
-    if not settings.openai.enabled:
+    if not openai.enabled:
         return local
     cloud = Tier(
         name="openai",
         group=f"{client_group}-openai",
         litellm_params={
-            "model": f"openai/{settings.openai.model}",
-            "api_base": settings.openai.api_base,
+            "model": f"openai/{openai.model}",
+            "api_base": openai.api_base,
             "api_key": f"os.environ/{OPENAI_KEY_ENV}",
-            "timeout": settings.openai.timeout_seconds,
+            "timeout": openai.timeout_seconds,
             "max_retries": 0,
         },
-        in_cluster=False,
+        api="openai",
+        api_path="/v1",
+        served_model=openai.model,
     )
     return (*local, cloud)
 
@@ -191,10 +197,15 @@ def spend_guard(settings: Settings) -> dict[str, float]:
 
 def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, float]) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
-    if not tier.in_cluster and limits:
-        model_info["spend_guard"] = limits
+    if not tier.in_cluster:
+        model_info[LEAVES_CLUSTER] = True
+        if limits:
+            model_info["spend_guard"] = limits
     if tier.probed:
         model_info["health_check_timeout"] = health_check_timeout
+        # The probe asks gateway/vllm_progress.py for /health and the engine's progress, not for a
+        # generation that would queue behind the load and time out on a busy GPU.
+        model_info["health_check_params"] = {ENGINE_PROBE: True}
     if tier.probed or not tier.in_cluster:
         # vLLM: skipped after a failure. The cloud: a wrong key or a rate limit is not hammered,
         # and gateway/honest_errors.py reads the cooldown to tell the client why.
@@ -212,7 +223,7 @@ def nested_fallbacks(chain: tuple[Tier, ...]) -> list[dict[str, list[str]]]:
 def litellm_config(settings: Settings) -> dict[str, Any]:
     """The whole LiteLLM proxy config. Holds no secret: keys appear only as `os.environ/NAME`."""
     chain = failover_chain(settings)
-    probe_timeout = probe_timeout_seconds(settings.gateway)
+    probe_timeout = settings.gateway.probe_timeout_seconds
     limits = spend_guard(settings)
     return {
         "model_list": [_model_entry(tier, probe_timeout, limits) for tier in chain],
@@ -263,7 +274,8 @@ def render_config_yaml(settings: Settings) -> str:
 
 def gateway_files(settings: Settings) -> dict[str, str]:
     """Everything the gateway's config directory holds: the ConfigMap's data, byte for byte."""
-    return {CONFIG_FILE_NAME: render_config_yaml(settings)} | {path.name: path.read_text() for path in GATEWAY_MODULES}
+    modules = {path.name: path.read_text() for path in GATEWAY_MODULES}
+    return {CONFIG_FILE_NAME: render_config_yaml(settings)} | modules
 
 
 def config_checksum(files: dict[str, str]) -> str:

@@ -6,31 +6,32 @@ the cluster use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import GATEWAY_PORT, GATEWAY_SERVICE
-from components.settings import IngressSettings, Settings
+from components.names import GATEWAY_PORT, GATEWAY_SERVICE
+from components.settings import IngressSettings
+
+
+@dataclass(frozen=True)
+class IngressArgs:
+    ingress: IngressSettings
+    placement: kube.Placement
 
 
 class GatewayIngress(pulumi.ComponentResource):
     """Routes `ingress.host` to the gateway's Service (port 4000)."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        namespace: pulumi.Input[str],
-        instance: str,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: IngressArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-gateway:index:GatewayIngress", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ingress = settings.ingress
-        metadata = kube.metadata(GATEWAY_SERVICE, namespace, kube.labels(GATEWAY_SERVICE, instance, "gateway"))
+        ingress, placement = args.ingress, args.placement
+        labels = kube.labels(GATEWAY_SERVICE, placement.instance, "gateway")
+        metadata = kube.metadata(GATEWAY_SERVICE, placement.namespace, labels)
         if ingress.annotations:
             metadata["annotations"] = dict(ingress.annotations)
         if ingress.kind == "Ingress":

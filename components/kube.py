@@ -6,13 +6,25 @@ the schema validator read exactly what the components send.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from components.settings import PROJECT, Resources
+from components.declarations import key_path
+from components.names import PROJECT, config_key
+from components.settings import PinnedImage, Resources, Settings
 
 # Every pod here runs as this non-root user, above 10000 so it matches no user on the node; each
 # image allows it once HOME and its data directories point at writable volumes (set per component).
 RUN_AS_USER = 10001
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What every component shares: where its objects go and whose they are."""
+
+    namespace: Any  # pulumi.Input[str]: the Namespace's name output
+    instance: str  # the stack (`app.kubernetes.io/instance`)
+    network_policies: bool
 
 
 def labels(name: str, instance: str, component: str) -> dict[str, str]:
@@ -36,8 +48,8 @@ def metadata(name: str, namespace: Any, object_labels: dict[str, str], **extra: 
 
 def resources(spec: Resources, extra_limits: dict[str, str] | None = None) -> dict[str, Any]:
     return {
-        "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
-        "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit, **(extra_limits or {})},
+        "requests": {"cpu": spec.requests.cpu, "memory": spec.requests.memory},
+        "limits": {"cpu": spec.limits.cpu, "memory": spec.limits.memory, **(extra_limits or {})},
     }
 
 
@@ -98,15 +110,15 @@ def checkov_skips(reasons: dict[str, str]) -> dict[str, str]:
     return {f"checkov.io/skip{index}": f"{check}={reason}" for index, (check, reason) in enumerate(reasons.items(), 1)}
 
 
-def image_skips(digest: str | None, config_key: str) -> dict[str, str]:
+def image_skips(image: PinnedImage) -> dict[str, str]:
     """The image checks every Deployment here answers the same way."""
     reasons = {
         # Pinned tags are the default and a digest is one setting away; Always would make every pod
         # restart depend on the registry being reachable (air-gapped clusters, registry outages).
         "CKV_K8S_15": "exact tags pinned, optional digest; IfNotPresent keeps restarts independent of the registry",
     }
-    if not digest:
-        reasons["CKV_K8S_43"] = f"digest optional: set {config_key}"
+    if not image.image_digest:
+        reasons["CKV_K8S_43"] = f"digest optional: set {config_key(key_path(Settings, type(image), 'image_digest'))}"
     return reasons
 
 

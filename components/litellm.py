@@ -6,6 +6,7 @@ Service. Policy lives in components/fallback.py; this file only deploys its outp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -13,45 +14,45 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.fallback import (
+from components.fallback import Tier, config_checksum
+from components.names import (
     CONFIG_FILE_NAME,
     DATABASE_URL_ENV,
+    DATABASE_URL_SECRET,
     GATEWAY_PORT,
     GATEWAY_SERVICE,
     MASTER_KEY_ENV,
-    OLLAMA_PORT,
-    OLLAMA_SERVICE,
+    MASTER_KEY_SECRET,
     OPENAI_KEY_ENV,
-    VLLM_PORT,
-    VLLM_SERVICE,
-    config_checksum,
-    gateway_files,
+    OPENAI_KEY_SECRET,
+    gateway_secret_name,
 )
-from components.settings import Settings
+from components.settings import GatewaySettings
 
 CONFIG_DIR = "/etc/litellm"
 
 
-class LiteLLMGateway(pulumi.ComponentResource):
-    """The gateway. `openai_api_key` and `database_url` must be secret Outputs
-    (`Config.require_secret`), or None when the cloud tier / the database is not used."""
+@dataclass(frozen=True)
+class LiteLLMArgs:
+    gateway: GatewaySettings
+    files: dict[str, str]  # the config directory: config.yaml and the gateway/ modules
+    chain: tuple[Tier, ...]  # who the gateway may connect to
+    placement: kube.Placement
+    # Secret Outputs (`Config.require_secret`), or None when the cloud tier / the database is off.
+    openai_api_key: pulumi.Output[str] | None = None
+    database_url: pulumi.Output[str] | None = None
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        namespace: pulumi.Input[str],
-        instance: str,
-        openai_api_key: pulumi.Output[str] | None,
-        database_url: pulumi.Output[str] | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+
+class LiteLLMGateway(pulumi.ComponentResource):
+    """The gateway: the ConfigMap holding the chain, its Secrets, Deployment, Service and guards."""
+
+    def __init__(self, name: str, args: LiteLLMArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-gateway:index:LiteLLMGateway", name, None, opts)
-        self._name, self._namespace = name, namespace
+        placement, gateway, files = args.placement, args.gateway, args.files
+        self._name, self._namespace = name, placement.namespace
         self._child = pulumi.ResourceOptions(parent=self)
-        self._labels = kube.labels(GATEWAY_SERVICE, instance, "gateway")
-        selector = kube.selector_labels(GATEWAY_SERVICE, instance)
-        files = gateway_files(settings)
+        self._labels = kube.labels(GATEWAY_SERVICE, placement.instance, "gateway")
+        selector = kube.selector_labels(GATEWAY_SERVICE, placement.instance)
 
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
@@ -62,26 +63,32 @@ class LiteLLMGateway(pulumi.ComponentResource):
         # LiteLLM refuses to start without a master key, and wants it to start with "sk-".
         password = random.RandomPassword(f"{name}-master-key", length=48, special=False, opts=self._child)
         self.master_key = pulumi.Output.secret(pulumi.Output.concat("sk-", password.result))
-        secret_env = [self._secret_env("master-key", MASTER_KEY_ENV, self.master_key)]
-        if openai_api_key is not None:
-            secret_env.append(self._secret_env("openai-key", OPENAI_KEY_ENV, openai_api_key))
-        if database_url is not None:
-            secret_env.append(self._secret_env("database-url", DATABASE_URL_ENV, database_url))
+        master_key_secret = self._secret(MASTER_KEY_SECRET, MASTER_KEY_ENV, self.master_key)
+        secret_env = [kube.secret_env(MASTER_KEY_ENV, master_key_secret.metadata.name, MASTER_KEY_ENV)]
+        for suffix, env_name, value in (
+            (OPENAI_KEY_SECRET, OPENAI_KEY_ENV, args.openai_api_key),
+            (DATABASE_URL_SECRET, DATABASE_URL_ENV, args.database_url),
+        ):
+            if value is not None:
+                secret = self._secret(suffix, env_name, value)
+                secret_env.append(kube.secret_env(env_name, secret.metadata.name, env_name))
 
-        skips = kube.image_skips(settings.gateway.image.digest, "llm-gateway:gateway.imageDigest")
+        skips = kube.image_skips(gateway)
         # LiteLLM reads provider and master keys as `os.environ/NAME`; a file would need a wrapper.
         skips["CKV_K8S_35"] = "LiteLLM reads keys as os.environ/NAME; values come from Secrets via secretKeyRef"
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=self._metadata(GATEWAY_SERVICE, annotations=kube.checkov_skips(skips)),
             spec={
-                "replicas": settings.gateway.replicas,
+                "replicas": gateway.replicas,
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "selector": {"matchLabels": selector},
                 "template": {
                     # A new chain rolls the pods; LiteLLM reads its config only at start.
                     "metadata": {"labels": self._labels, "annotations": {"checksum/config": config_checksum(files)}},
-                    "spec": self._pod_spec(settings, config_map.metadata.name, secret_env, selector),
+                    "spec": self._pod_spec(
+                        gateway, config_map.metadata.name, secret_env, selector, database=args.database_url is not None
+                    ),
                 },
             },
             opts=self._child,
@@ -92,7 +99,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             spec=kube.cluster_ip_service_spec(selector, GATEWAY_PORT, "http"),
             opts=self._child,
         )
-        if settings.gateway.replicas >= 2:
+        if gateway.replicas >= 2:
             # Drains and upgrades keep one gateway answering. Not with one replica: the PDB would
             # block every node drain.
             k8s.policy.v1.PodDisruptionBudget(
@@ -101,15 +108,15 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 spec={"minAvailable": 1, "selector": {"matchLabels": selector}},
                 opts=self._child,
             )
-        if settings.network_policies:
+        if placement.network_policies:
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-network",
                 metadata=self._metadata(GATEWAY_SERVICE),
-                spec=self._network_policy_spec(settings, instance),
+                spec=network_policy_spec(args),
                 opts=self._child,
             )
-        if settings.gateway.service_monitor:
-            self._service_monitor(selector)
+        if gateway.service_monitor:
+            self._service_monitor(selector, master_key_secret.metadata.name)
         self.config_map_name = config_map.metadata.name
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
@@ -118,18 +125,17 @@ class LiteLLMGateway(pulumi.ComponentResource):
     def _metadata(self, object_name: str, **extra: Any) -> dict[str, Any]:
         return kube.metadata(object_name, self._namespace, self._labels, **extra)
 
-    def _secret_env(self, suffix: str, env_name: str, value: pulumi.Output[str]) -> dict[str, Any]:
-        """One Secret holding one value, and the env entry that reads it. The value stays secret."""
-        secret = k8s.core.v1.Secret(
+    def _secret(self, suffix: str, env_name: str, value: pulumi.Output[str]) -> k8s.core.v1.Secret:
+        """One Secret holding one value under its env var's name. The value stays secret."""
+        return k8s.core.v1.Secret(
             f"{self._name}-{suffix}",
-            metadata=self._metadata(f"{GATEWAY_SERVICE}-{suffix}"),
+            metadata=self._metadata(gateway_secret_name(suffix)),
             type="Opaque",
             string_data={env_name: pulumi.Output.secret(value)},
             opts=self._child,
         )
-        return kube.secret_env(env_name, secret.metadata.name, env_name)
 
-    def _service_monitor(self, selector: dict[str, str]) -> None:
+    def _service_monitor(self, selector: dict[str, str], master_key_secret: pulumi.Input[str]) -> None:
         """prometheus-operator scrapes /metrics/ with the master key (LiteLLM asks for it there)."""
         k8s.apiextensions.CustomResource(
             f"{self._name}-metrics",
@@ -145,7 +151,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                         "interval": "30s",
                         "authorization": {
                             "type": "Bearer",
-                            "credentials": {"name": f"{GATEWAY_SERVICE}-master-key", "key": MASTER_KEY_ENV},
+                            "credentials": {"name": master_key_secret, "key": MASTER_KEY_ENV},
                         },
                     }
                 ],
@@ -154,44 +160,13 @@ class LiteLLMGateway(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _network_policy_spec(settings: Settings, instance: str) -> dict[str, Any]:
-        """Clients may reach port 4000; the gateway may reach the two local tiers, DNS, and (with a
-        cloud tier) HTTPS outside the private ranges."""
-        egress: list[dict[str, Any]] = [
-            {
-                "to": [{"podSelector": {"matchLabels": kube.selector_labels(VLLM_SERVICE, instance)}}],
-                "ports": [{"protocol": "TCP", "port": VLLM_PORT}],
-            },
-            {
-                "to": [{"podSelector": {"matchLabels": kube.selector_labels(OLLAMA_SERVICE, instance)}}],
-                "ports": [{"protocol": "TCP", "port": OLLAMA_PORT}],
-            },
-            # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches): port 53 only.
-            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-        ]
-        if settings.openai.enabled:
-            private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
-            egress.append(
-                {
-                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": private}}],
-                    "ports": [{"protocol": "TCP", "port": 443}],
-                }
-            )
-        if settings.database:
-            # The database host is inside the secret URL; only its port is opened, to any address.
-            egress.append({"ports": [{"protocol": "TCP", "port": settings.gateway.database_port}]})
-        return {
-            "podSelector": {"matchLabels": kube.selector_labels(GATEWAY_SERVICE, instance)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}],
-            "egress": egress,
-        }
-
-    @staticmethod
     def _pod_spec(
-        settings: Settings, config_map: pulumi.Input[str], secret_env: list[dict[str, Any]], selector: dict[str, str]
+        gateway: GatewaySettings,
+        config_map: pulumi.Input[str],
+        secret_env: list[dict[str, Any]],
+        selector: dict[str, str],
+        database: bool,
     ) -> dict[str, Any]:
-        gateway = settings.gateway
         return {
             "automountServiceAccountToken": False,
             "securityContext": kube.pod_security_context(),
@@ -207,7 +182,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             "containers": [
                 {
                     "name": "litellm",
-                    "image": gateway.image.pinned,
+                    "image": gateway.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(GATEWAY_PORT)],
                     "env": [
@@ -224,7 +199,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
                     "resources": kube.resources(gateway.resources),
                     # With a database, LiteLLM's Prisma client writes its engine files at start.
-                    "securityContext": kube.container_security_context(read_only_root=not settings.database),
+                    "securityContext": kube.container_security_context(read_only_root=not database),
                     "startupProbe": kube.http_probe(
                         "/health/liveliness", GATEWAY_PORT, period=5, timeout=3, failures=30
                     ),
@@ -247,3 +222,39 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 {"name": "tmp", "emptyDir": {}},
             ],
         }
+
+
+# Where the cloud tier may be: anywhere but the private ranges (the local tiers are in-cluster pods).
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+
+
+def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
+    """Clients may reach port 4000; the gateway may reach each in-cluster tier of the chain, DNS,
+    and (when a tier is outside the cluster) HTTPS outside the private ranges."""
+    instance = args.placement.instance
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [{"podSelector": {"matchLabels": kube.selector_labels(tier.service, instance)}}],
+            "ports": [{"protocol": "TCP", "port": tier.port}],
+        }
+        for tier in args.chain
+        if tier.in_cluster
+    ]
+    # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches): port 53 only.
+    egress.append({"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
+    if any(not tier.in_cluster for tier in args.chain):
+        egress.append(
+            {
+                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
+                "ports": [{"protocol": "TCP", "port": 443}],
+            }
+        )
+    if args.database_url is not None:
+        # The database host is inside the secret URL; only its port is opened, to any address.
+        egress.append({"ports": [{"protocol": "TCP", "port": args.gateway.database_port}]})
+    return {
+        "podSelector": {"matchLabels": kube.selector_labels(GATEWAY_SERVICE, instance)},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}],
+        "egress": egress,
+    }

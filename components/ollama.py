@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -9,8 +10,8 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.backend import expose_to_gateway, model_volume
-from components.fallback import OLLAMA_PORT, OLLAMA_SERVICE
-from components.settings import Settings
+from components.names import OLLAMA_PORT, OLLAMA_SERVICE
+from components.settings import OllamaSettings
 
 MODELS_PATH = "/models"
 HOME_PATH = "/home/ollama"
@@ -32,21 +33,21 @@ exit "$status"
 """
 
 
+@dataclass(frozen=True)
+class OllamaArgs:
+    ollama: OllamaSettings
+    placement: kube.Placement
+
+
 class OllamaBackend(pulumi.ComponentResource):
     """Serves `ollama.model` at `http://ollama.<namespace>...:11434`, pulled before it is ready."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        namespace: pulumi.Input[str],
-        instance: str,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: OllamaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-gateway:index:OllamaBackend", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        placement, ollama = args.placement, args.ollama
+        namespace, instance = placement.namespace, placement.instance
         labels = kube.labels(OLLAMA_SERVICE, instance, "inference")
-        ollama = settings.ollama
 
         models = model_volume(
             f"{name}-models",
@@ -57,7 +58,7 @@ class OllamaBackend(pulumi.ComponentResource):
             labels,
             child,
         )
-        skips = kube.checkov_skips(kube.image_skips(ollama.image.digest, "llm-gateway:ollama.imageDigest"))
+        skips = kube.checkov_skips(kube.image_skips(ollama))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels, annotations=skips),
@@ -66,18 +67,17 @@ class OllamaBackend(pulumi.ComponentResource):
                 # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": kube.selector_labels(OLLAMA_SERVICE, instance)},
-                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(settings, models.metadata.name)},
+                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(ollama, models.metadata.name)},
             },
             opts=child,
         )
-        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, settings, namespace, instance, labels, child)
+        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, placement, labels, child)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
 
     @staticmethod
-    def _pod_spec(settings: Settings, models_claim: pulumi.Input[str]) -> dict[str, Any]:
-        ollama = settings.ollama
+    def _pod_spec(ollama: OllamaSettings, models_claim: pulumi.Input[str]) -> dict[str, Any]:
         common_env = {"HOME": HOME_PATH, "OLLAMA_MODELS": MODELS_PATH, "OLLAMA_MODEL": ollama.model}
         mounts = [
             {"name": "models", "mountPath": MODELS_PATH},
@@ -90,7 +90,7 @@ class OllamaBackend(pulumi.ComponentResource):
             "initContainers": [
                 {
                     "name": "pull-model",
-                    "image": ollama.image.pinned,
+                    "image": ollama.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["/bin/sh", "-c", PULL_SCRIPT],
                     "env": kube.env({**common_env, "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}"}),
@@ -102,7 +102,7 @@ class OllamaBackend(pulumi.ComponentResource):
             "containers": [
                 {
                     "name": "ollama",
-                    "image": ollama.image.pinned,
+                    "image": ollama.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "args": ["serve"],
                     "env": kube.env(

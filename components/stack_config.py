@@ -9,15 +9,9 @@ from __future__ import annotations
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.settings import (
-    DATABASE_URL_CONFIG,
-    OPENAI_KEY_CONFIG,
-    PROJECT,
-    SECRET_CONFIG_KEYS,
-    ConfigError,
-    Settings,
-    parse_settings,
-)
+from components.declarations import ConfigError
+from components.names import DATABASE_URL_CONFIG, OPENAI_KEY_CONFIG, PROJECT, SECRET_CONFIG_KEYS, config_key
+from components.settings import Settings, parse_settings
 
 SECRET_PLACEHOLDER = "(secret value, not shown)"
 
@@ -45,7 +39,7 @@ def _project_config() -> dict[str, str]:
 def _secret_state(raw: dict[str, str], key: str) -> str:
     if key not in raw:
         return "missing"
-    if runtime_config.is_config_secret(f"{PROJECT}:{key}"):
+    if runtime_config.is_config_secret(config_key(key)):
         return "secret"
     return "plaintext"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -9,32 +10,33 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.backend import expose_to_gateway, model_volume
-from components.fallback import VLLM_PORT, VLLM_SERVICE
-from components.settings import Settings
+from components.names import VLLM_PORT, VLLM_SERVICE
+from components.settings import VllmSettings
 
 CACHE_PATH = "/cache"
+
+
+@dataclass(frozen=True)
+class VllmArgs:
+    vllm: VllmSettings
+    replicas: int  # Gaming Mode already applied: 0 while the GPU is handed back
+    placement: kube.Placement
 
 
 class VllmBackend(pulumi.ComponentResource):
     """Serves `vllm.model` on an OpenAI-compatible API at `http://vllm.<namespace>...:8000/v1`."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        namespace: pulumi.Input[str],
-        instance: str,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: VllmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llm-gateway:index:VllmBackend", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        placement, vllm = args.placement, args.vllm
+        namespace, instance = placement.namespace, placement.instance
         labels = kube.labels(VLLM_SERVICE, instance, "inference")
-        vllm = settings.vllm
 
         cache = model_volume(
             f"{name}-cache", f"{VLLM_SERVICE}-cache", vllm.cache_size, vllm.storage_class_name, namespace, labels, child
         )
-        skips = kube.image_skips(vllm.image.digest, "llm-gateway:vllm.imageDigest")
+        skips = kube.image_skips(vllm)
         # torch.compile, triton and flashinfer write JIT caches where the image decides; HOME is on
         # the cache volume, but a read-only root has not been proven safe for every vLLM release.
         skips["CKV_K8S_22"] = "vLLM JIT caches write outside HOME in some releases; root stays writable"
@@ -44,25 +46,24 @@ class VllmBackend(pulumi.ComponentResource):
             spec={
                 # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the
                 # gateway gets "connection refused" at once and moves on to Ollama.
-                "replicas": settings.vllm_replicas,
+                "replicas": args.replicas,
                 # One GPU cannot hold the old and the new pod at once: stop, then start.
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": kube.selector_labels(VLLM_SERVICE, instance)},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": self._pod_spec(settings, cache.metadata.name),
+                    "spec": self._pod_spec(vllm, cache.metadata.name),
                 },
             },
             opts=child,
         )
-        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, settings, namespace, instance, labels, child)
+        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, placement, labels, child)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
 
     @staticmethod
-    def _pod_spec(settings: Settings, cache_claim: pulumi.Input[str]) -> dict[str, Any]:
-        vllm = settings.vllm
+    def _pod_spec(vllm: VllmSettings, cache_claim: pulumi.Input[str]) -> dict[str, Any]:
         gpu_limit = {"nvidia.com/gpu": str(vllm.gpu_count)} if vllm.gpu_count else {}
         spec: dict[str, Any] = {
             "automountServiceAccountToken": False,
@@ -70,7 +71,7 @@ class VllmBackend(pulumi.ComponentResource):
             "containers": [
                 {
                     "name": "vllm",
-                    "image": vllm.image.pinned,
+                    "image": vllm.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "args": [
                         "--model",
@@ -89,7 +90,8 @@ class VllmBackend(pulumi.ComponentResource):
                     # /health answers only once the engine is up and the model loaded (the API
                     # server starts after the engine), and 500s when the engine loop has died.
                     "startupProbe": kube.http_probe("/health", VLLM_PORT, period=10, timeout=5, failures=90),
-                    # Fast readiness: a hung vLLM leaves the Service endpoints in ~4-6 s, after
+                    # Fast readiness: a hung vLLM leaves the Service endpoints after 2 failed probes
+                    # (2 probes of 2 s, plus up to one period until the first failure), after
                     # which new connections are refused and the gateway fails over at once.
                     "readinessProbe": kube.http_probe("/health", VLLM_PORT, period=2, timeout=2, failures=2),
                     # Slow liveness: a busy GPU answering late is not restarted.

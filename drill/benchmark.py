@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import httpx
 
+from components.stack_files import stack_settings
 from drill.client import chat
-from drill.runner import DRILL_MASTER_KEY, Drill, stack_settings
+from drill.runner import DRILL_MASTER_KEY, Drill
 
 
 def percentile(values: list[float], fraction: float) -> float:

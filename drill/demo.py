@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from components.stack_files import stack_settings
 from drill.client import chat
-from drill.runner import Drill, stack_settings
+from drill.runner import Drill
 
 STEPS = (
     ("all tiers up", {}),
@@ -29,13 +30,14 @@ def run_step(drill: Drill, title: str, modes: dict[str, str], requests: int = 3)
     drill.all_up()
     for tier, mode in modes.items():
         drill.standins[tier].set_mode(mode)
-    cloud_before = drill.standins["openai"].client_requests
+    cloud_before = drill.cloud.client_requests if drill.cloud else 0
     print(f"\n== {title}")
     for index in range(requests):
         prompt = f"demo request {index + 1}"
         answer = chat(drill.url, drill.settings.gateway.model_name, prompt=prompt, timeout=60, api_key=drill.master_key)
         print(f"   request {index + 1}: HTTP {answer.status} from {answer.tier or '-':7s} in {answer.seconds:6.3f} s")
-    print(f"   prompts sent to the cloud in this step: {drill.standins['openai'].client_requests - cloud_before}")
+    cloud_after = drill.cloud.client_requests if drill.cloud else 0
+    print(f"   prompts sent to the cloud in this step: {cloud_after - cloud_before}")
 
 
 def main() -> None:
@@ -48,7 +50,8 @@ def main() -> None:
         print(f"Gateway: {drill.url}  (model {settings.gateway.model_name!r})")
         for title, modes in STEPS:
             run_step(drill, title, modes)
-            if title.startswith("vLLM hung"):
+            if "hang" in modes.values():
+                # A hang cools the tier down (a refusal does not): the next step waits it out.
                 drill.all_up()
                 print(
                     f"\n   (vLLM answers again; its cooldown of {settings.gateway.cooldown_seconds} s runs out first)"

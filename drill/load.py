@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from components.stack_files import stack_settings
 from drill.client import chat
-from drill.runner import Drill, stack_settings
+from drill.runner import Drill
 
 # "crash": the port closes and every open connection is cut, requests in flight included.
 PHASES = (
@@ -119,7 +120,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
         for thread in clients:
             thread.join(REQUEST_TIMEOUT + 5)
         drill.all_up()
-    for received in drill.standins["openai"].received_at:
+    for received in drill.cloud.received_at if drill.cloud else ():
         phase = max(i for i, start in enumerate(started_at) if start <= received)
         # A walk that found both local tiers down just before they came back still ends at the cloud.
         if phase == BOTH_LOCAL_DOWN + 1 and received - started_at[phase] < RETURN_GRACE_SECONDS:

@@ -24,11 +24,13 @@ from urllib.parse import urlparse
 
 import yaml
 
-from components.fallback import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, gateway_files
-from components.settings import Settings, parse_settings
+from components.fallback import failover_chain, gateway_files
+from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER
+from components.settings import Settings
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
 
-ROOT = Path(__file__).resolve().parent.parent
+# A stand-in for each wire protocol a tier may speak (fallback.Tier.api).
+STANDIN_FOR_API = {"openai": OpenAIStandIn, "ollama": OllamaStandIn}
 DRILL_MASTER_KEY = "sk-drill-master-key"
 DRILL_OPENAI_KEY = "sk-drill-openai-key"  # reaches only the loopback stand-in
 START_TIMEOUT_SECONDS = 90
@@ -45,17 +47,6 @@ def _require_loopback(url: str) -> str:
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"the drill only talks to loopback, refusing {url}")
     return url
-
-
-def stack_config(stack: str) -> dict[str, Any]:
-    """A stack file's `config:` with bare keys (Pulumi.<stack>.yaml in the repo)."""
-    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    return {key.split(":", 1)[1]: value for key, value in config.items()}
-
-
-def stack_settings(stack: str) -> Settings:
-    """The stack's settings, with the cloud tier on (as a user who has set the key runs it)."""
-    return parse_settings(stack_config(stack), openai_key="secret")
 
 
 def drill_files(settings: Settings, api_bases: dict[str, str], vllm_path: str = "progress") -> dict[str, str]:
@@ -75,9 +66,11 @@ def drill_config(rendered: str, api_bases: dict[str, str], vllm_path: str = "pro
         tier = entry["model_info"]["id"]
         params = entry["litellm_params"]
         params["api_base"] = _require_loopback(api_bases[tier])  # every tier: nothing leaves the machine
-        if tier == "vllm" and vllm_path == "plain":
+        if vllm_path == "plain" and params["model"].startswith(f"{PROGRESS_PROVIDER}/"):
             params["model"] = "openai/" + params["model"].split("/", 1)[1]
-            del params["first_token_timeout"], params["stall_timeout"]
+            for key in ("first_token_timeout", "stall_timeout", "max_queue_seconds"):
+                del params[key]
+            entry["model_info"].pop("health_check_params", None)
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -97,17 +90,11 @@ class Drill:
     openai_key: str = DRILL_OPENAI_KEY  # reaches only the loopback cloud stand-in
 
     def start(self) -> Drill:
-        self.standins = {
-            "vllm": OpenAIStandIn("vllm", self.settings.vllm.model, free_port()).start(),
-            "ollama": OllamaStandIn("ollama", self.settings.ollama.model, free_port()).start(),
-        }
-        if self.settings.openai.enabled:
-            self.standins["openai"] = OpenAIStandIn("openai", self.settings.openai.model, free_port()).start()
-        bases = {
-            "vllm": f"{self.standins['vllm'].url}/v1",
-            "ollama": self.standins["ollama"].url,
-            "openai": f"{self.standins['openai'].url}/v1" if "openai" in self.standins else "",
-        }
+        bases = {}
+        for tier in failover_chain(self.settings):
+            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port()).start()
+            self.standins[tier.name] = standin
+            bases[tier.name] = f"{standin.url}{tier.api_path}"
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
         for name, text in drill_files(self.settings, bases, self.vllm_path).items():
             (self.workdir / name).write_text(text)
@@ -175,6 +162,12 @@ class Drill:
                 self.proxy.wait(5)
         for standin in self.standins.values():
             standin.stop()
+
+    @property
+    def cloud(self) -> StandIn | None:
+        """The stand-in of the tier outside the cluster (None without a cloud tier)."""
+        outside = [tier.name for tier in failover_chain(self.settings) if not tier.in_cluster]
+        return self.standins[outside[0]] if outside else None
 
     def counts(self) -> dict[str, int]:
         return {tier: standin.client_requests for tier, standin in self.standins.items()}

@@ -13,6 +13,16 @@ apart from LiteLLM's health-check probes (recognised by LiteLLM's probe prompt).
   slow           a correct answer spread over `delay` seconds (streams send tokens as they go)
   error          HTTP `status` with a realistic body
   stall          streams `stall_after` chunks, then goes silent (hangs)
+  freeze         the engine stops: every open stream goes silent, queued requests never start,
+                 the token counters stop; `/health` still answers (a GPU hung inside a kernel)
+
+Any mode may set `slots`: at most that many requests generate at once, the rest wait in a queue,
+as vLLM's does once its batch is full. A streaming request gets its response headers at once and
+no event while it waits (vLLM's OpenAI server does the same); probes queue like any request.
+`OpenAIStandIn` serves vLLM-style `/metrics` (requests running and waiting, token counters that
+move as tokens are produced). `OllamaStandIn(cold_load=…)` pays a model load on the first chat
+after it starts, unless the model was loaded first (`POST /api/generate` with no prompt, what
+`ollama run <model> ""` sends); `/api/ps` lists the loaded model.
 
 All servers run on one private event loop in a daemon thread; nothing here listens beyond loopback.
 """
@@ -55,6 +65,7 @@ class Mode:
     status: int = 500
     stall_after: int = 2
     tokens: int | None = None  # answer length in this mode (default: the stand-in's own)
+    slots: int | None = None  # requests generating at once (None: no limit)
 
 
 class _Loop:
@@ -90,6 +101,11 @@ class StandIn:
         self.received_at: list[float] = []  # time.monotonic() of each client request
         self._runner: web.AppRunner | None = None
         self._release = None
+        self._slots: asyncio.Semaphore | None = None
+        self.running = 0  # requests generating now
+        self.waiting = 0  # requests queued for a slot
+        self.generated_tokens = 0
+        self.prompt_tokens = 0
 
     # ---- control (called from the test thread) ----
     def start(self) -> StandIn:
@@ -107,8 +123,9 @@ class StandIn:
             _Loop.get().run(self._close_port(abort=name == "crash"))
         elif name not in closed and previous in closed:
             _Loop.get().run(self._open_port())
-        if name not in ("hang", "stall"):
+        if name not in ("hang", "stall", "freeze"):
             _Loop.get().run(self._release_hung())
+        _Loop.get().run(self._set_slots(options.get("slots")))
 
     def reset_counts(self) -> None:
         self.served.clear()
@@ -144,6 +161,30 @@ class StandIn:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _set_slots(self, slots: int | None) -> None:
+        self._slots = asyncio.Semaphore(slots) if slots else None
+
+    @contextlib.asynccontextmanager
+    async def _engine_slot(self):
+        """A place in the running batch: queued (no events) until a slot frees, as vLLM does."""
+        self.waiting += 1
+        try:
+            if self.mode.name == "freeze":
+                await self._hang()
+            slots = self._slots
+            if slots is not None:
+                await slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        self.prompt_tokens += 5
+        try:
+            yield
+        finally:
+            self.running -= 1
+            if slots is not None:
+                slots.release()
 
     async def _release_hung(self) -> None:
         self._release.set()
@@ -198,11 +239,13 @@ class StandIn:
         return [f"[{self.tier}]"] + [f"w{i}" for i in range(1, count)]
 
     async def _pace(self, index: int) -> None:
-        """Spread a slow answer's tokens over `delay` seconds; stall after `stall_after` chunks."""
-        if self.mode.name == "slow" and self.mode.delay > 0:
+        """Spread a slow answer's tokens over `delay` seconds; stall after `stall_after` chunks;
+        freeze with the engine."""
+        if self.mode.delay > 0 and self.mode.name in ("slow", "freeze"):
             await asyncio.sleep(self.mode.delay / (self.mode.tokens or self.tokens))
-        if self.mode.name == "stall" and index >= self.mode.stall_after:
+        if self.mode.name == "freeze" or (self.mode.name == "stall" and index >= self.mode.stall_after):
             await self._hang()
+        self.generated_tokens += 1
 
 
 class OpenAIStandIn(StandIn):
@@ -212,6 +255,22 @@ class OpenAIStandIn(StandIn):
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """vLLM's names (vllm/v1/metrics/loggers.py, v0.11), as prometheus_client exposes them."""
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{labels} {self.running}.0",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{labels} {self.waiting}.0",
+            "# TYPE vllm:prompt_tokens_total counter",
+            f"vllm:prompt_tokens_total{labels} {self.prompt_tokens}.0",
+            "# TYPE vllm:generation_tokens_total counter",
+            f"vllm:generation_tokens_total{labels} {self.generated_tokens}.0",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -228,7 +287,8 @@ class OpenAIStandIn(StandIn):
         words = self.words()
         usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
         if not body.get("stream"):
-            await self._pace_whole_answer(words)
+            async with self._engine_slot():
+                await self._pace_whole_answer(words)
             self.served[kind] += 1
             return web.json_response(
                 {
@@ -260,10 +320,11 @@ class OpenAIStandIn(StandIn):
             }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-        await event({"role": "assistant", "content": ""})
-        for index, word in enumerate(words):
-            await self._pace(index)
-            await event({"content": word if index == 0 else f" {word}"})
+        async with self._engine_slot():
+            await event({"role": "assistant", "content": ""})
+            for index, word in enumerate(words):
+                await self._pace(index)
+                await event({"content": word if index == 0 else f" {word}"})
         await event({}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             await response.write(f"data: {json.dumps({'id': ident, 'choices': [], 'usage': usage})}\n\n".encode())
@@ -273,13 +334,46 @@ class OpenAIStandIn(StandIn):
 
 
 class OllamaStandIn(StandIn):
-    """Ollama's native API: POST /api/chat (NDJSON stream or one JSON), /api/tags, /api/version."""
+    """Ollama's native API: POST /api/chat (NDJSON stream or one JSON), /api/generate (a preload
+    without prompt), /api/ps, /api/tags, /api/version. With `cold_load`, the model is not in memory
+    after a (re)start until a preload or the first chat loads it."""
+
+    def __init__(self, tier: str, model: str, port: int, tokens: int = 8, cold_load: float = 0.0) -> None:
+        super().__init__(tier, model, port, tokens)
+        self.cold_load = cold_load
+        self.loaded = cold_load == 0
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
+        app.router.add_post("/api/generate", self.generate)
+        app.router.add_get("/api/ps", self.ps)
         app.router.add_get("/api/tags", self.tags)
         app.router.add_get("/api/version", self.version)
         app.router.add_post("/api/show", self.show)
+
+    def restart(self, preload: bool) -> None:
+        """The pod restarts: the model is gone from memory. With `preload`, the start-up hook
+        loads it before the pod is ready, so the port (the Service's endpoint) opens only then."""
+        self.set_mode("crash")
+        self.loaded = self.cold_load == 0
+        if preload:
+            _Loop.get().run(self._load(), timeout=self.cold_load + 10)
+        self.set_mode("up")
+
+    async def _load(self) -> None:
+        if not self.loaded:
+            await asyncio.sleep(self.cold_load)
+            self.loaded = True
+
+    async def generate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("prompt"):
+            return web.json_response({"error": "the stand-in only preloads"}, status=400)
+        await self._load()  # no prompt: load the model and keep it (OLLAMA_KEEP_ALIVE=-1)
+        return web.json_response({"model": self.model, "response": "", "done": True, "done_reason": "load"})
+
+    async def ps(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [{"name": self.model, "model": self.model}] if self.loaded else []})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "0.12.6"})
@@ -294,6 +388,7 @@ class OllamaStandIn(StandIn):
         body, kind, failed = await self._begin(request)
         if failed is not None:
             return failed
+        await self._load()  # a cold model is loaded first: the client pays for it
         words = self.words()
         done = {
             "model": self.model,

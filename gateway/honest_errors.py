@@ -17,7 +17,8 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 
-CLOUD_TIER_ID = "openai"  # model_info.id of the cloud deployment (components/fallback.py)
+# The marker components/fallback.py puts in the model_info of the tier outside the cluster.
+LEAVES_CLUSTER = "leaves_cluster"
 CLIENT_ERROR_STATUSES = (400, 413, 422)
 RETRY_AFTER_SECONDS = "10"
 
@@ -63,7 +64,12 @@ def _cloud_cooldown_status() -> str | None:
         return None
     if llm_router is None:
         return None
-    for _, cooldown in llm_router.cooldown_cache.get_active_cooldowns([CLOUD_TIER_ID], None):
+    cloud_ids = [
+        deployment["model_info"]["id"]
+        for deployment in llm_router.model_list or []
+        if (deployment.get("model_info") or {}).get(LEAVES_CLUSTER)
+    ]
+    for _, cooldown in llm_router.cooldown_cache.get_active_cooldowns(cloud_ids, None):
         return str(cooldown.get("status_code"))
     return None
 

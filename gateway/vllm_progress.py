@@ -6,13 +6,32 @@ the config's directory first). The vLLM tier's deployment uses model `vllm-progr
 Why: LiteLLM's `timeout` is one number for the whole answer. Short, it cuts healthy long answers
 and re-sends them down the chain; long, a request already sent to a hung vLLM waits all of it.
 This handler always asks vLLM for a stream, even when the client wants one plain response, and
-watches the stream instead:
-- `first_token_timeout`: from sending the request to vLLM's first event (headers included);
-- `stall_timeout`: the longest silence allowed between two events once tokens flow;
+watches the stream instead. A busy GPU is not a dead one: a request that is quiet (no first event
+within `first_token_timeout`, or silent for `stall_timeout` between events) is only given up on
+when the **engine** has made no progress either. The engine's progress is known two ways:
+- every event of every vLLM stream this gateway process has open (`EngineWatch.saw_event`);
+- vLLM's own Prometheus counters at `/metrics` (`vllm:generation_tokens_total`,
+  `vllm:prompt_tokens_total`; names from vllm/v1/metrics/loggers.py, v0.11), sampled about twice a
+  second while requests are open, which also shows tokens produced for other gateway replicas.
+So a request queued behind a full batch stays on vLLM while anyone's tokens flow, and a hung GPU
+(nothing moves for anyone) is given up on after the same limits as before.
+
+Limits (the deployment's litellm_params, rendered from stack config by components/fallback.py):
+- `first_token_timeout`: how long a request may wait for its first event before the engine's
+  progress is consulted; a hung engine is given up on after this;
+- `stall_timeout`: the longest silence between events (or, for a waiting request, the longest the
+  engine may go without progress) before the request is given up on;
+- `max_queue_seconds` (0: off): a request still without its first event after this spills to the
+  next tier even though the engine progresses. It raises `litellm.APIConnectionError`, which
+  LiteLLM never cools down (router_utils/cooldown_handlers.py `_is_cooldown_required`), so one
+  spilled request does not take vLLM away from everyone;
 - `timeout` (the deployment's own): an overall cap, so nothing runs forever.
-When a limit fires it raises `litellm.Timeout`, which the router treats like any timeout: it
-falls back to the next tier and cools vLLM down. For a non-streaming client it assembles the usual
-chat.completion (id, created, model, content, tool calls, finish_reason, usage) from the events.
+A hung engine raises `litellm.Timeout`: the router falls back and cools vLLM down. For a
+non-streaming client the events are assembled into the usual chat.completion.
+
+The background health check (`engine_probe` in `model_info.health_check_params`) is not a generation
+that queues behind the load: it asks vLLM's `/health`, and judges a busy engine by its progress. Only
+an idle engine (nothing running or waiting) gets a one-token generation, which cannot queue.
 
 A streaming client whose vLLM stream stalls after it has received chunks gets an error and no
 fallback: splicing two tiers' text into one answer would be worse than a clean failure.
@@ -29,28 +48,44 @@ import litellm
 from litellm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
 
-PROVIDER = "vllm-progress"
-LIMIT_KEYS = ("first_token_timeout", "stall_timeout")
+LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds")
+PROBE_KEY = "engine_probe"  # set on health-check calls through model_info.health_check_params
 # LiteLLM mixes these into the parameters it hands a custom provider; vLLM must not get them.
-NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", *LIMIT_KEYS}
+NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", PROBE_KEY, *LIMIT_KEYS}
+CHECK_EVERY_SECONDS = 0.25  # how often a quiet request looks at the engine's progress
+SAMPLE_EVERY_SECONDS = 0.5  # how often vLLM's /metrics is read while requests are open
+PROGRESS_COUNTERS = ("vllm:generation_tokens_total", "vllm:prompt_tokens_total")
+QUEUE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
 
 class Limits:
     # A plain class, not a dataclass: LiteLLM execs this file without registering it in
     # sys.modules, and dataclasses look their module up there.
-    def __init__(self, first_token: float, stall: float, total: float) -> None:
+    def __init__(self, first_token: float, stall: float, max_queue: float, total: float, provider: str) -> None:
         self.first_token = first_token
         self.stall = stall
+        self.max_queue = max_queue  # 0: off
         self.total = total
+        self.provider = provider  # as the deployment names it (`<provider>/<model>`)
+
+
+class MissingLimit(ValueError):
+    """The deployment lacks a limit this handler needs: the config is wrong, not vLLM."""
 
 
 def _limits(optional_params: dict[str, Any], litellm_params: dict[str, Any] | None, timeout: Any) -> Limits:
+    """The limits from the deployment's own litellm_params (components/fallback.py renders them).
+    Nothing stands in for a missing one: a silent default would hide a config that drifted."""
     merged = {**(litellm_params or {}), **optional_params}
-    total = timeout if isinstance(timeout, int | float) else 600.0
+    missing = [key for key in (*LIMIT_KEYS, "custom_llm_provider") if merged.get(key) is None]
+    if missing or not isinstance(timeout, int | float):
+        raise MissingLimit(f"vllm_progress: the deployment must set {', '.join(missing) or 'timeout'}")
     return Limits(
-        first_token=float(merged.get("first_token_timeout") or 4.0),
-        stall=float(merged.get("stall_timeout") or 5.0),
-        total=float(total),
+        first_token=float(merged["first_token_timeout"]),
+        stall=float(merged["stall_timeout"]),
+        max_queue=float(merged["max_queue_seconds"]),
+        total=float(timeout),
+        provider=str(merged["custom_llm_provider"]),
     )
 
 
@@ -71,7 +106,7 @@ _STATUS_ERRORS = {
 }
 
 
-def _status_error(status: int, body: str, model: str) -> Exception:
+def _status_error(status: int, body: str, model: str, provider: str) -> Exception:
     """vLLM's HTTP error as the litellm exception the router knows (a 400 stays a 400: no fallback)."""
     try:
         message = json.loads(body).get("error", {}).get("message") or body
@@ -80,8 +115,8 @@ def _status_error(status: int, body: str, model: str) -> Exception:
     message = f"vLLM answered {status}: {str(message)[:500]}"
     error_class = _STATUS_ERRORS.get(status)
     if error_class is None:
-        return litellm.APIError(status_code=status, message=message, llm_provider=PROVIDER, model=model)
-    return error_class(message=message, model=model, llm_provider=PROVIDER)
+        return litellm.APIError(status_code=status, message=message, llm_provider=provider, model=model)
+    return error_class(message=message, model=model, llm_provider=provider)
 
 
 class _Clients:
@@ -101,57 +136,220 @@ class _Clients:
 _clients = _Clients()
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sums of the Prometheus samples this handler reads, over all their label sets."""
+    wanted = (*PROGRESS_COUNTERS, *QUEUE_GAUGES)
+    sums = dict.fromkeys(wanted, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in sums:
+            try:
+                sums[name] += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return sums
+
+
+class EngineWatch:
+    """What this gateway process knows about one vLLM engine's progress (one per api_base)."""
+
+    def __init__(self, api_base: str) -> None:
+        root = api_base.rstrip("/").removesuffix("/v1")
+        self.metrics_url = f"{root}/metrics"
+        self.health_url = f"{root}/health"
+        self.last_event_at = 0.0  # any stream event from this engine, in this process
+        self.counters_moved_at = 0.0  # vLLM's token counters last seen to change
+        self.counters: float | None = None
+        self.queue = 0.0  # requests running + waiting in vLLM, at the last sample
+        self.open_requests = 0
+        self.sampler: asyncio.Task | None = None
+
+    @property
+    def last_progress(self) -> float:
+        return max(self.last_event_at, self.counters_moved_at)
+
+    def saw_event(self) -> None:
+        self.last_event_at = time.monotonic()
+
+    async def sample(self) -> None:
+        """Read vLLM's counters once; no answer in time is simply no evidence of progress."""
+        try:
+            response = await _clients.get().get(self.metrics_url, timeout=SAMPLE_EVERY_SECONDS * 2)
+            sums = parse_metrics(response.text) if response.status_code == 200 else None
+        except httpx.HTTPError:
+            sums = None
+        if sums is None:
+            return
+        counters = sum(sums[name] for name in PROGRESS_COUNTERS)
+        if self.counters is not None and counters != self.counters:
+            self.counters_moved_at = time.monotonic()
+        self.counters = counters
+        self.queue = sum(sums[name] for name in QUEUE_GAUGES)
+
+    async def _sample_while_open(self) -> None:
+        while self.open_requests > 0:
+            await self.sample()
+            await asyncio.sleep(SAMPLE_EVERY_SECONDS)
+        self.sampler = None
+
+    def opened(self) -> None:
+        self.open_requests += 1
+        if self.sampler is None:
+            self.sampler = asyncio.get_running_loop().create_task(self._sample_while_open())
+
+    def closed(self) -> None:
+        self.open_requests -= 1
+
+
+class _Watches:
+    def __init__(self) -> None:
+        self.by_base: dict[tuple[int, str], EngineWatch] = {}
+
+    def get(self, api_base: str) -> EngineWatch:
+        key = (id(asyncio.get_running_loop()), api_base)
+        if key not in self.by_base:
+            self.by_base[key] = EngineWatch(api_base)
+        return self.by_base[key]
+
+
+_watches = _Watches()
+
+
+class Spilled(Exception):
+    """Over the queue budget while the engine progresses: the next tier, without a cooldown."""
+
+
+def verdict(limits: Limits, watch: EngineWatch, sent: float, own_last: float | None, now: float) -> str | None:
+    """Why a quiet request must be given up on now, or None to keep waiting.
+
+    `own_last` is the time of this request's last event (None before its first)."""
+    if now - sent >= limits.total:
+        return "overall timeout"
+    quiet_since = own_last if own_last is not None else sent
+    quiet_limit = limits.stall if own_last is not None else limits.first_token
+    if own_last is None and limits.max_queue and now - sent >= limits.max_queue:
+        return "queue budget"
+    if now - quiet_since < quiet_limit:
+        return None
+    # Quiet for longer than its own limit: busy (tokens flow for someone since this request went
+    # quiet, and recently) or hung (nothing moved for anyone)?
+    progressed = watch.last_progress > quiet_since and now - watch.last_progress < limits.stall
+    if progressed:
+        return None
+    return "stalled between tokens" if own_last is not None else "no first token and no engine progress"
+
+
+async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, own_last: float | None) -> Any:
+    """Await `step` (a coroutine), checking the verdict every CHECK_EVERY_SECONDS."""
+    task = asyncio.ensure_future(step)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CHECK_EVERY_SECONDS)
+            if done:
+                return task.result()
+            why = verdict(limits, watch, sent, own_last, time.monotonic())
+            if why == "queue budget":
+                raise Spilled()
+            if why is not None:
+                raise TimeoutError(why)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def vllm_events(
     api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """vLLM's raw stream events (parsed JSON), or litellm exceptions when vLLM stops progressing."""
+    """vLLM's raw stream events (parsed JSON), or litellm exceptions when the engine stops progressing."""
     url = f"{api_base.rstrip('/')}/chat/completions"
     headers = {"Authorization": f"Bearer {api_key or 'none'}", "Accept": "text/event-stream"}
-    started = time.monotonic()
+    watch = _watches.get(api_base)
+    sent = time.monotonic()
 
-    def fired(what: str, seconds: float) -> litellm.Timeout:
-        return litellm.Timeout(
-            message=f"vLLM made no progress: {what} ({seconds:g} s)", model=model, llm_provider=PROVIDER
-        )
+    def error(kind: Any, message: str) -> Exception:
+        return kind(message=message, model=model, llm_provider=limits.provider)
 
+    watch.opened()
     request = _clients.get().stream("POST", url, json=payload, headers=headers)
+    entered = False
     try:
-        response = await asyncio.wait_for(request.__aenter__(), limits.first_token)
-    except TimeoutError:
-        raise fired("no response headers within first_token_timeout", limits.first_token) from None
-    except httpx.ConnectError as error:
-        raise litellm.APIConnectionError(message=f"vLLM refused: {error}", llm_provider=PROVIDER, model=model) from None
-    try:
+        response = await _watched(request.__aenter__(), limits, watch, sent, None)
+        entered = True
         if response.status_code != 200:
             body = await asyncio.wait_for(response.aread(), limits.stall)
-            raise _status_error(response.status_code, body.decode(errors="replace"), model)
+            raise _status_error(response.status_code, body.decode(errors="replace"), model, limits.provider)
         lines = response.aiter_lines()
-        received_any = False
+        own_last: float | None = None
         while True:
-            limit = limits.stall if received_any else limits.first_token - (time.monotonic() - started)
-            limit = min(limit, limits.total - (time.monotonic() - started))
-            if limit <= 0:
-                raise fired("overall timeout", limits.total)
             try:
-                line = await asyncio.wait_for(lines.__anext__(), limit)
+                line = await _watched(lines.__anext__(), limits, watch, sent, own_last)
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                what = "stalled between tokens" if received_any else "no first token within first_token_timeout"
-                raise fired(what, limits.stall if received_any else limits.first_token) from None
             if not line.startswith("data:"):
                 continue
             data = line[len("data:") :].strip()
             if data == "[DONE]":
                 return
-            received_any = True
+            own_last = time.monotonic()
+            watch.saw_event()
             yield json.loads(data)
-    except httpx.HTTPError as error:
-        raise litellm.APIConnectionError(
-            message=f"vLLM stream broke: {error}", llm_provider=PROVIDER, model=model
-        ) from None
+    except Spilled:
+        waited = time.monotonic() - sent
+        raise error(litellm.APIConnectionError, f"vLLM queue budget spent ({waited:.1f} s waiting)") from None
+    except TimeoutError as why:
+        raise error(litellm.Timeout, f"vLLM made no progress: {why}") from None
+    except httpx.ConnectError as refused:
+        raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
+    except httpx.HTTPError as broke:
+        raise error(litellm.APIConnectionError, f"vLLM stream broke: {broke}") from None
     finally:
-        await request.__aexit__(None, None, None)
+        watch.closed()
+        if entered:
+            await request.__aexit__(None, None, None)
+
+
+async def probe_engine(
+    api_base: str, api_key: str | None, model: str, messages: list, limits: Limits
+) -> dict[str, Any]:
+    """The background health check: `/health`, then progress if busy, a one-token answer if idle."""
+    watch = _watches.get(api_base)
+
+    def error(kind: Any, message: str) -> Exception:
+        return kind(message=message, model=model, llm_provider=limits.provider)
+
+    try:
+        health = await _clients.get().get(watch.health_url, timeout=limits.first_token)
+    except httpx.ConnectError as refused:
+        raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
+    except httpx.HTTPError as failed:
+        raise error(litellm.Timeout, f"vLLM /health did not answer: {failed}") from None
+    if health.status_code != 200:
+        raise error(litellm.ServiceUnavailableError, f"vLLM /health answered {health.status_code}")
+    await watch.sample()
+    if watch.queue > 0 or watch.open_requests > 0:
+        # Busy: the engine must have moved within the stall limit (two samples apart, at least).
+        await asyncio.sleep(SAMPLE_EVERY_SECONDS)
+        await watch.sample()
+        if time.monotonic() - watch.last_progress >= limits.stall:
+            raise error(litellm.Timeout, "vLLM made no progress: requests are open and no token moved")
+        return _probe_answer(model, "busy, progressing")
+    # Idle: one token cannot queue, and proves the engine still generates.
+    payload = {"model": model, "messages": messages, "max_tokens": 1, "stream": True}
+    async for _ in vllm_events(api_base, api_key, payload, limits, model):
+        pass
+    return _probe_answer(model, "idle, generates")
+
+
+def _probe_answer(model: str, state: str) -> dict[str, Any]:
+    message = {"role": "assistant", "content": f"vLLM engine {state}"}
+    return {
+        "id": "engine-probe",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
@@ -227,6 +425,8 @@ class VllmProgressHandler(CustomLLM):
         self, model, messages, api_base, api_key, optional_params, litellm_params=None, timeout=None, **_
     ) -> ModelResponse:
         limits = _limits(optional_params, litellm_params, timeout)
+        if {**(litellm_params or {}), **optional_params}.get(PROBE_KEY):
+            return ModelResponse(**await probe_engine(api_base, api_key, model, messages, limits))
         events = vllm_events(api_base, api_key, _payload(model, messages, optional_params), limits, model)
         return ModelResponse(**await assemble_completion(events))
 

@@ -20,10 +20,9 @@ from typing import Any
 import pulumi
 from pulumi.runtime import settings as runtime_settings
 
-from components.settings import PROJECT
-from drill.runner import stack_config
+from components.names import PROJECT
+from components.stack_files import ROOT, stack_config, stack_files
 
-ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
 # The SDK wraps a secret as {SIGNATURE_KEY: SECRET_SIGNATURE, "value": ...} (pulumi/runtime/rpc.py).
 SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
@@ -169,8 +168,7 @@ def try_program(config: dict[str, Any], secrets: dict[str, str] | None = None):
     return (errors[0] if errors else None), list(mocks.rows)
 
 
-def stack_files() -> list[Path]:
-    return sorted(ROOT.glob("Pulumi.*.yaml"))
+__all__ = ["ROOT", "stack_files"]
 
 
 def stack_config_of(path: Path) -> dict[str, Any]:

@@ -6,8 +6,10 @@ import importlib.util
 import litellm
 import pytest
 
-from components.fallback import CLOUD_GUARD_FILE, litellm_config
-from components.settings import ConfigError, parse_settings
+from components.declarations import ConfigError
+from components.fallback import litellm_config
+from components.names import CLOUD_GUARD_FILE
+from components.settings import parse_settings
 
 
 def load_guard_module():

@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from components.fallback import litellm_config
+from components.stack_files import stack_settings
 from drill.client import Answer, chat
 from drill.load import run_load
 from drill.load import table as load_table
-from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY, Drill, stack_settings
+from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY, Drill
 
 FAILOVER_LIMIT_SECONDS = 5.0  # NFR65
 MODEL = "chat"

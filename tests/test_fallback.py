@@ -1,13 +1,18 @@
 """The pure fallback core: chain order, per-tier timeouts, no secret in the config."""
 
+import importlib.util
+
+import pytest
 import yaml
 
 from components.fallback import (
+    LEAVES_CLUSTER,
     failover_chain,
     litellm_config,
     nested_fallbacks,
     render_config_yaml,
 )
+from components.names import HONEST_ERRORS_FILE, PROGRESS_HANDLER_FILE, PROGRESS_PROVIDER
 from components.settings import parse_settings
 
 
@@ -94,3 +99,36 @@ def test_rendered_yaml_round_trips_and_is_stable():
     assert rendered == render_config_yaml(settings)
     assert yaml.safe_load(rendered) == litellm_config(settings)
     assert yaml.safe_load(rendered)["model_list"][0]["model_name"] == "assistant"
+
+
+def _gateway_module(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_progress_handler_takes_its_limits_from_the_deployment_and_fails_loudly_without_them():
+    progress = _gateway_module(PROGRESS_HANDLER_FILE)
+    vllm = litellm_config(settings_for())["model_list"][0]["litellm_params"]
+    limits = progress._limits({}, {**vllm, "custom_llm_provider": PROGRESS_PROVIDER}, vllm["timeout"])
+    assert (limits.first_token, limits.stall, limits.total, limits.provider) == (4, 5, 600, PROGRESS_PROVIDER)
+    without = {key: value for key, value in vllm.items() if key != "stall_timeout"}
+    with pytest.raises(progress.MissingLimit, match="stall_timeout"):
+        progress._limits({}, {**without, "custom_llm_provider": PROGRESS_PROVIDER}, vllm["timeout"])
+
+
+def test_honest_errors_finds_the_cloud_tier_by_the_marker_the_chain_renders():
+    honest = _gateway_module(HONEST_ERRORS_FILE)
+    model_list = litellm_config(settings_for())["model_list"]
+    marked = [m["model_info"]["id"] for m in model_list if m["model_info"].get(honest.LEAVES_CLUSTER)]
+    assert marked == [tier.name for tier in failover_chain(settings_for()) if not tier.in_cluster] == ["openai"]
+    assert honest.LEAVES_CLUSTER == LEAVES_CLUSTER
+
+
+def test_the_vllm_probe_is_the_engine_check_not_a_generation():
+    progress = _gateway_module(PROGRESS_HANDLER_FILE)
+    vllm = litellm_config(settings_for())["model_list"][0]
+    assert vllm["model_info"]["health_check_params"] == {progress.PROBE_KEY: True}
+    assert progress.PROBE_KEY in progress.NOT_FOR_VLLM
+    assert set(progress.LIMIT_KEYS) <= set(vllm["litellm_params"])

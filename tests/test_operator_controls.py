@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from components.settings import parse_settings
+from components.stack_files import stack_config
 from drill.client import chat
-from drill.runner import Drill, stack_config
+from drill.runner import Drill
 from pulumi_harness import run_program, run_program_expecting_error
 
 KEY = {"openaiApiKey": "sk-operator-test"}

@@ -6,7 +6,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.fallback import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE, config_checksum
+from components.fallback import config_checksum
+from components.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE
 from pulumi_harness import (
     MASTER_KEY_CANARY,
     ROOT,
@@ -296,3 +297,13 @@ def test_render_yaml_to_directory_reaches_the_provider():
     assert provider.inputs["renderYamlToDirectory"] == "rendered/dev"
     error, registered = run_program_expecting_error({"renderYamlToDirectory": "../outside"}, KEY)
     assert str(error).startswith("llm-gateway:renderYamlToDirectory") and registered == []
+
+
+def test_two_runs_of_the_same_stack_register_byte_identical_inputs():
+    # A program that is not deterministic shows a diff on every `pulumi preview`.
+    config = stack_config_of(ROOT / "Pulumi.prod.yaml")
+    first, second = (run_program(config, KEY, stack="prod") for _ in range(2))
+    assert [r.name for r in first.resources] == [r.name for r in second.resources]
+    for before, after in zip(first.resources, second.resources, strict=True):
+        assert json.dumps(before.inputs, sort_keys=False) == json.dumps(after.inputs, sort_keys=False), before.name
+    assert first.outputs == second.outputs

@@ -8,9 +8,10 @@ import logging
 
 import pytest
 
+from components.stack_files import stack_settings
 from drill import demo
 from drill.client import chat
-from drill.runner import Drill, stack_settings
+from drill.runner import Drill
 from pulumi_harness import MASTER_KEY_CANARY, run_program, run_program_expecting_error
 
 OPENAI_CANARY = "sk-CANARYopenai7c1e9f04b2d6a8"

@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from components.declarations import ConfigError
 from components.fallback import failover_chain
-from components.settings import ConfigError, Settings, parse_settings
+from components.settings import Settings, parse_settings
 
 
 def parse(raw, key_state="secret"):
@@ -20,7 +21,7 @@ def test_defaults_are_safe_and_complete():
     assert settings == Settings()
     assert settings.vllm_replicas == 1
     assert settings.gateway.num_retries == 0
-    assert settings.vllm.image.tag == "v0.11.0"
+    assert settings.vllm.image_tag == "v0.11.0"
 
 
 def test_objects_arrive_as_json_text_like_pulumi_sends_them():

@@ -21,7 +21,7 @@ def requirement_lines(name: str) -> list[str]:
 
 def test_the_drill_runs_the_litellm_version_the_gateway_image_deploys():
     assert version("litellm") == LITELLM_VERSION
-    assert GatewaySettings().image.reference == DEFAULT_LITELLM_IMAGE
+    assert GatewaySettings().image == DEFAULT_LITELLM_IMAGE
     assert DEFAULT_LITELLM_IMAGE.endswith(f":v{LITELLM_VERSION}")
     dev_pin = [line for line in requirement_lines("requirements-dev.txt") if line.startswith("litellm")]
     assert dev_pin == [f"litellm[proxy]=={LITELLM_VERSION}"]

@@ -1,0 +1,64 @@
+"""Every name the program gives to something: Services, ports, Secrets, env vars, files, config keys.
+
+Pure: no Pulumi import. Components, the chain, the drill and the tests import names from here and
+nowhere else, so a name changes in one place. Kubernetes objects that Pulumi creates are passed on
+by their `metadata.name` output where another object refers to them (that also gives Pulumi the
+dependency); the constants here are what those objects are called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT = "llm-gateway"
+
+# The three Services, and the ports they serve on.
+VLLM_SERVICE = "vllm"
+OLLAMA_SERVICE = "ollama"
+GATEWAY_SERVICE = "litellm"
+VLLM_PORT = 8000
+OLLAMA_PORT = 11434
+GATEWAY_PORT = 4000
+
+# Environment variables of the gateway pod; their values come from Kubernetes Secrets only.
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+DATABASE_URL_ENV = "DATABASE_URL"
+
+# One Secret per value: `<gateway>-<suffix>`, holding the value under its env var's name.
+MASTER_KEY_SECRET = "master-key"
+OPENAI_KEY_SECRET = "openai-key"
+DATABASE_URL_SECRET = "database-url"
+
+# Stack-config keys that hold secrets: the parser only learns whether each is set, and how.
+OPENAI_KEY_CONFIG = "openaiApiKey"
+DATABASE_URL_CONFIG = "databaseUrl"
+SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG)
+
+# The gateway's config directory: the ConfigMap's files, mounted where LiteLLM looks for its
+# handler modules (beside config.yaml).
+CONFIG_FILE_NAME = "config.yaml"
+GATEWAY_CODE = Path(__file__).resolve().parent.parent / "gateway"
+PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"  # vLLM by progress, not total duration
+HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"  # truthful 503/429/400 when the chain fails
+CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"  # the cloud tier's rpm / tpm / budget
+GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)
+# The LiteLLM custom provider that gateway/vllm_progress.py registers (`<provider>/<model>`).
+PROGRESS_PROVIDER = "vllm-progress"
+
+
+def config_key(key: str) -> str:
+    """The full stack-config key as `pulumi config` spells it: `llm-gateway:vllm.imageDigest`."""
+    return f"{PROJECT}:{key}"
+
+
+def gateway_secret_name(suffix: str) -> str:
+    return f"{GATEWAY_SERVICE}-{suffix}"
+
+
+def service_host(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+def service_url(service: str, namespace: str, port: int, path: str = "") -> str:
+    return f"http://{service_host(service, namespace)}:{port}{path}"

@@ -1,0 +1,154 @@
+"""What the settings declarations give users: the README's configuration tables, the JSON Schema
+of a stack file, and the `config:` block of Pulumi.yaml. Pure: no Pulumi import.
+
+    .venv/bin/python -m components.reference          # rewrite the three from the declarations
+    .venv/bin/python -m components.reference --check  # exit 1 if any of them is out of date
+
+tests/test_reference.py runs the check, so a setting changed in components/settings.py without
+regenerating fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from components.declarations import Flag, declared_fields, doc_rows, object_schema, plain
+from components.names import PROJECT, config_key
+from components.settings import SECRET_SETTINGS, Settings
+from components.stack_files import ROOT
+
+README = ROOT / "README.md"
+SCHEMA = ROOT / "schema" / "stack-config.schema.json"
+PROJECT_FILE = ROOT / "Pulumi.yaml"
+# The Timeouts section of the README shows these rows of the same table.
+TIMEOUT_KEYS = (
+    "vllm.firstTokenTimeoutSeconds",
+    "vllm.stallTimeoutSeconds",
+    "vllm.timeoutSeconds",
+    "ollama.timeoutSeconds",
+    "openai.timeoutSeconds",
+    "gateway.healthCheckIntervalSeconds",
+    "gateway.cooldownSeconds",
+)
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, Mapping | tuple | list) and not value:
+        return "`{}`" if isinstance(value, Mapping) else "`[]`"
+    return f"`{json.dumps(plain(value)) if not isinstance(value, str | int | float) else value}`"
+
+
+def _rows() -> list[tuple[str, str, str, str]]:
+    rows = [(key, _default_text(default), words, doc) for key, default, words, doc in doc_rows(Settings, Settings())]
+    secret_rows = [(s.key, s.default, "a string, set with `--secret`", s.doc) for s in SECRET_SETTINGS]
+    return secret_rows + rows
+
+
+def _table(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| Key | Default | Allowed | Meaning |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {default} | {words} | {doc} |" for key, default, words, doc in rows]
+    return "\n".join(lines) + "\n"
+
+
+def config_table() -> str:
+    return _table(_rows())
+
+
+def timeouts_table() -> str:
+    by_key = {row[0]: row for row in _rows()}
+    return _table([by_key[key] for key in TIMEOUT_KEYS])
+
+
+def stack_schema() -> dict[str, Any]:
+    """JSON Schema of `Pulumi.<stack>.yaml`: every `llm-gateway:` key declared, nothing else under
+    that prefix; other namespaces (e.g. `kubernetes:context`) are left to their owners."""
+    settings = object_schema(Settings, Settings())["properties"]
+    properties = {config_key(key): schema for key, schema in settings.items()}
+    for secret in SECRET_SETTINGS:
+        properties[config_key(secret.key)] = {
+            "description": f"{secret.doc} Set it with `pulumi config set --secret`: only its ciphertext is here.",
+            "type": "object",
+            "properties": {"secure": {"type": "string"}},
+            "required": ["secure"],
+            "additionalProperties": False,
+        }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"{PROJECT} stack settings (Pulumi.<stack>.yaml)",
+        "type": "object",
+        "properties": {
+            "config": {
+                "type": "object",
+                "properties": properties,
+                "patternProperties": {f"^(?!{re.escape(PROJECT)}:)": {}},
+                "additionalProperties": False,
+            },
+            "secretsprovider": {"type": "string"},
+            "encryptedkey": {"type": "string"},
+            "encryptionsalt": {"type": "string"},
+        },
+    }
+
+
+def project_config() -> dict[str, Any]:
+    """`config:` of Pulumi.yaml. Pulumi's project schema types only string, integer, boolean and
+    array keys, and requires every declared key without a default to be set in each stack; so only
+    top-level scalars with a default are declared (objects and the optional secrets cannot be)."""
+    declared = {}
+    for key, item in declared_fields(Settings):
+        default, check = item.default, item.metadata["check"]
+        if default is dataclasses.MISSING or not isinstance(default, str | bool | int):
+            continue
+        kind = "boolean" if isinstance(check, Flag) else "integer" if isinstance(default, int) else "string"
+        declared[key] = {"type": kind, "description": item.metadata["doc"], "default": default}
+    return declared
+
+
+def _replace_between(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- generated:{name} -->\n", f"<!-- /generated:{name} -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}{body}{end}{tail}"
+
+
+def rendered() -> dict[Any, str]:
+    readme = _replace_between(README.read_text(), "config-table", config_table())
+    readme = _replace_between(readme, "timeouts-table", timeouts_table())
+    project = yaml.safe_load(PROJECT_FILE.read_text())
+    project["config"] = project_config()
+    return {
+        README: readme,
+        SCHEMA: json.dumps(stack_schema(), indent=2, ensure_ascii=False) + "\n",
+        PROJECT_FILE: yaml.safe_dump(project, sort_keys=False, allow_unicode=True, width=120),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report files that are out of date")
+    args = parser.parse_args()
+    stale = [path for path, text in rendered().items() if not path.exists() or path.read_text() != text]
+    if args.check:
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date: run .venv/bin/python -m components.reference")
+        return 1 if stale else 0
+    for path, text in rendered().items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
