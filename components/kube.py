@@ -82,6 +82,15 @@ def http_probe(path: str, port: int, period: int, timeout: int, failures: int) -
     }
 
 
+def exec_probe(command: list[str], period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": command},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
 def env(values: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": name, "value": value} for name, value in values.items()]
 

@@ -31,6 +31,11 @@ status=$?
 kill "$server"
 exit "$status"
 """
+# Load the model into memory (Ollama's FAQ: `ollama run <model> ""` preloads it). Idempotent and
+# quick once it is loaded; OLLAMA_KEEP_ALIVE=-1 then keeps it there.
+WARM_UP = ["/bin/sh", "-c", 'ollama run "$OLLAMA_MODEL" "" >/dev/null']
+# Ready only while the model is resident (`ollama ps` reads /api/ps).
+MODEL_RESIDENT = ["/bin/sh", "-c", 'ollama ps | grep -qF -- "$OLLAMA_MODEL"']
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,12 @@ class OllamaBackend(pulumi.ComponentResource):
                     "ports": [{"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}],
                     "resources": kube.resources(ollama.resources),
                     "securityContext": kube.container_security_context(read_only_root=True),
-                    # The init container has pulled the model: serving means ready.
-                    "readinessProbe": kube.http_probe("/api/version", OLLAMA_PORT, period=5, timeout=2, failures=2),
+                    # The init container has pulled the model; the startup probe loads it into memory,
+                    # so the first request after a failover or a restart does not pay the cold load.
+                    # A startup probe, not a postStart hook: a failed hook kills the container
+                    # (the Ollama chart's PostHookStartError), a probe is retried.
+                    "startupProbe": kube.exec_probe(WARM_UP, period=10, timeout=120, failures=5),
+                    "readinessProbe": kube.exec_probe(MODEL_RESIDENT, period=5, timeout=3, failures=2),
                     "livenessProbe": kube.http_probe("/api/version", OLLAMA_PORT, period=15, timeout=5, failures=6),
                     "volumeMounts": mounts,
                 }

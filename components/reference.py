@@ -32,6 +32,7 @@ PROJECT_FILE = ROOT / "Pulumi.yaml"
 TIMEOUT_KEYS = (
     "vllm.firstTokenTimeoutSeconds",
     "vllm.stallTimeoutSeconds",
+    "vllm.maxQueueSeconds",
     "vllm.timeoutSeconds",
     "ollama.timeoutSeconds",
     "openai.timeoutSeconds",

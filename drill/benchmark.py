@@ -13,13 +13,13 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
 
 import httpx
 
 from components.stack_files import stack_settings
 from drill.client import chat
 from drill.runner import DRILL_MASTER_KEY, Drill
+from drill.saturation import ANSWER_SECONDS, CONCURRENT, SLOTS, freeze_under_load, tokens_per_second
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -80,7 +80,7 @@ def failover_rows(drill: Drill) -> list[str]:
     rows = []
     for mode, label in (("down", "refused vLLM (Gaming Mode)"), ("hang", "hung vLLM, request in flight")):
         drill.all_up()
-        wait_until(lambda: chat(drill.url, drill.settings.gateway.model_name).tier == "vllm", 30)
+        drill.wait_for_tier("vllm", 30)
         vllm.set_mode(mode)
         first, *rest = timed_requests(drill, 11)
         rows.append(
@@ -89,7 +89,7 @@ def failover_rows(drill: Drill) -> list[str]:
         )
     vllm.set_mode("up")
     started = time.monotonic()
-    wait_until(lambda: chat(drill.url, drill.settings.gateway.model_name).tier == "vllm", 60)
+    drill.wait_for_tier("vllm", 60)
     rows.append(f"| recovery after a hang (vLLM back → served by vLLM) | {time.monotonic() - started:.1f} s |")
     drill.all_up()
     return rows
@@ -109,13 +109,27 @@ def long_answer_rows(progress: Drill, plain: Drill, tokens: int = 1000, count: i
     ]
 
 
-def wait_until(condition: Callable[[], bool], limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"condition not met within {limit} s")
+def busy_gpu_rows(drill: Drill) -> list[str]:
+    """A saturated vLLM (few slots, a queue): tokens delivered through the gateway against vLLM
+    direct, and how fast every in-flight request settles when the engine then freezes."""
+    model = drill.settings.gateway.model_name
+    vllm = drill.standins["vllm"]
+    drill.all_up()
+    drill.wait_for_tier("vllm", 30)
+    vllm.set_mode("slow", delay=ANSWER_SECONDS, slots=SLOTS)
+    direct, _ = tokens_per_second(f"{vllm.url}", drill.settings.vllm.model)
+    through, answers = tokens_per_second(drill.url, model)
+    on_vllm = sum(answer.tier == "vllm" for answer in answers)
+    settled, frozen = freeze_under_load(drill)
+    moved = sum(answer.tier != "vllm" for answer in frozen)
+    drill.all_up()
+    return [
+        f"| saturated vLLM ({SLOTS} slots, {ANSWER_SECONDS:g} s answers, {CONCURRENT} streams at once) | "
+        f"{through:.1f} tokens/s through the gateway vs {direct:.1f} direct (ratio {through / direct:.2f}); "
+        f"{on_vllm}/{CONCURRENT} served by vLLM |",
+        f"| engine freeze under that load | every request settled {settled:.1f} s after the freeze "
+        f"({moved} re-served by Ollama, 0 failed: {all(a.status == 200 for a in frozen)}) |",
+    ]
 
 
 def main() -> None:
@@ -127,6 +141,7 @@ def main() -> None:
     with Drill(settings) as progress:
         rows += overhead_rows(progress, "1 worker", total=args.requests)
         rows += failover_rows(progress)
+        rows += busy_gpu_rows(progress)
         with Drill(settings, vllm_path="plain") as plain:
             rows += overhead_rows(plain, "1 worker, plain openai/ path", total=args.requests)
             rows += long_answer_rows(progress, plain)

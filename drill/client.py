@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from drill.runner import DRILL_MASTER_KEY
+# The gateway's bearer token in every drill (the runner starts the proxy with it).
+DRILL_MASTER_KEY = "sk-drill-master-key"
 
 
 @dataclass

@@ -27,11 +27,11 @@ import yaml
 from components.fallback import failover_chain, gateway_files
 from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER
 from components.settings import Settings
+from drill.client import DRILL_MASTER_KEY, chat
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
 
 # A stand-in for each wire protocol a tier may speak (fallback.Tier.api).
 STANDIN_FOR_API = {"openai": OpenAIStandIn, "ollama": OllamaStandIn}
-DRILL_MASTER_KEY = "sk-drill-master-key"
 DRILL_OPENAI_KEY = "sk-drill-openai-key"  # reaches only the loopback stand-in
 START_TIMEOUT_SECONDS = 90
 
@@ -175,6 +175,15 @@ class Drill:
     def reset_counts(self) -> None:
         for standin in self.standins.values():
             standin.reset_counts()
+
+    def wait_for_tier(self, tier: str, limit: float = 30.0) -> float:
+        """Seconds until the gateway routes a request to `tier` (a previous fault may still be cooling down)."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            if chat(self.url, self.settings.gateway.model_name).tier == tier:
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise AssertionError(f"the gateway did not route to {tier} within {limit} s")
 
     def all_up(self) -> None:
         for standin in self.standins.values():

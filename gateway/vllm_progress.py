@@ -158,8 +158,11 @@ class EngineWatch:
         self.metrics_url = f"{root}/metrics"
         self.health_url = f"{root}/health"
         self.last_event_at = 0.0  # any stream event from this engine, in this process
-        self.counters_moved_at = 0.0  # vLLM's token counters last seen to change
+        # The counters last moved after this time (the sample before the change: tokens seen in a
+        # later sample may have been made just before it, so no later time is claimed).
+        self.counters_moved_at = 0.0
         self.counters: float | None = None
+        self.sampled_at = 0.0
         self.queue = 0.0  # requests running + waiting in vLLM, at the last sample
         self.open_requests = 0
         self.sampler: asyncio.Task | None = None
@@ -182,8 +185,8 @@ class EngineWatch:
             return
         counters = sum(sums[name] for name in PROGRESS_COUNTERS)
         if self.counters is not None and counters != self.counters:
-            self.counters_moved_at = time.monotonic()
-        self.counters = counters
+            self.counters_moved_at = self.sampled_at
+        self.counters, self.sampled_at = counters, time.monotonic()
         self.queue = sum(sums[name] for name in QUEUE_GAUGES)
 
     async def _sample_while_open(self) -> None:

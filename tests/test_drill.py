@@ -21,7 +21,7 @@ from components.stack_files import stack_settings
 from drill.client import Answer, chat
 from drill.load import run_load
 from drill.load import table as load_table
-from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY, Drill
+from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY
 
 FAILOVER_LIMIT_SECONDS = 5.0  # NFR65
 MODEL = "chat"
@@ -31,31 +31,6 @@ pytestmark = pytest.mark.drill
 
 SETTINGS = stack_settings("dev")
 HEALTH_CHECK_TIMEOUT = litellm_config(SETTINGS)["model_list"][0]["model_info"]["health_check_timeout"]
-
-
-@pytest.fixture(scope="module")
-def drill():
-    # The dev stack's own settings, with the cloud tier on (as a user with a key would run it).
-    with Drill(SETTINGS) as running:
-        yield running
-
-
-@pytest.fixture
-def fresh(drill):
-    """All tiers up, vLLM routed to again, counts zeroed."""
-    drill.all_up()
-    wait_for_tier(drill, "vllm")
-    drill.reset_counts()
-    return drill
-
-
-def wait_for_tier(drill: Drill, tier: str, limit: float = 30.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if chat(drill.url, MODEL).tier == tier:
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise AssertionError(f"the gateway did not route to {tier} within {limit} s")
 
 
 def report(label: str, seconds: float) -> None:
@@ -265,12 +240,12 @@ def test_vllm_coming_back_gets_the_traffic_back(fresh):
     fresh.standins["vllm"].set_mode("down")
     assert chat(fresh.url, MODEL).tier == "ollama"
     fresh.standins["vllm"].set_mode("up")
-    report("refused vLLM back → traffic back after", wait_for_tier(fresh, "vllm", limit=30))
+    report("refused vLLM back → traffic back after", fresh.wait_for_tier("vllm", limit=30))
     # A hang cools vLLM down (gateway.cooldownSeconds); traffic returns once that ends.
     fresh.standins["vllm"].set_mode("hang")
     assert chat(fresh.url, MODEL, timeout=60).tier == "ollama"
     fresh.standins["vllm"].set_mode("up")
-    recovered = wait_for_tier(fresh, "vllm", limit=30)
+    recovered = fresh.wait_for_tier("vllm", limit=30)
     report("hung vLLM back → traffic back to vLLM after", recovered)
     assert recovered <= SETTINGS.gateway.cooldown_seconds + SETTINGS.gateway.health_check_interval_seconds + 2
     assert fresh.counts()["openai"] == 0

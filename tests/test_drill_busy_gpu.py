@@ -9,62 +9,28 @@ engine within the limits. Figures are printed with `-s`.
 from __future__ import annotations
 
 import dataclasses
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from components.stack_files import stack_settings
 from drill.client import chat
 from drill.runner import Drill
+from drill.saturation import ANSWER_SECONDS, CONCURRENT, SLOTS, answers, freeze_under_load, saturate
 
 pytestmark = pytest.mark.drill
 
 MODEL = "chat"
 SETTINGS = stack_settings("dev")
-SLOTS, ANSWER_SECONDS, CONCURRENT = 2, 3.0, 12
 FREEZE_SETTLE_LIMIT = 8.0  # the bound: the last in-flight request answered within 8 s of a freeze
 
 
-@pytest.fixture(scope="module")
-def drill():
-    with Drill(SETTINGS) as running:
-        yield running
-
-
-@pytest.fixture
-def fresh(drill):
-    drill.all_up()
-    wait_for_vllm(drill)
-    drill.reset_counts()
-    return drill
-
-
-def wait_for_vllm(drill: Drill, limit: float = 30.0) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if chat(drill.url, MODEL).tier == "vllm":
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the gateway did not route to vLLM within {limit} s")
-
-
-def saturate(drill: Drill, requests: int = CONCURRENT, stream: bool = False):
-    drill.standins["vllm"].set_mode("slow", delay=ANSWER_SECONDS, slots=SLOTS)
-    pool = ThreadPoolExecutor(requests)
-    futures = [pool.submit(chat, drill.url, MODEL, f"busy {i}", stream, 90) for i in range(requests)]
-    return pool, futures
-
-
 def test_a_saturated_vllm_keeps_its_whole_queue_and_ollama_gets_no_prompt(fresh):
-    pool, futures = saturate(fresh)
-    answers = [future.result() for future in futures]
-    pool.shutdown()
-    tiers = [answer.tier for answer in answers]
-    slowest = max(answer.seconds for answer in answers)
+    done = answers(saturate(fresh))
+    tiers = [answer.tier for answer in done]
+    slowest = max(answer.seconds for answer in done)
     print(f"\n[drill] 12 requests on a 2-slot vLLM (3 s answers): tiers {tiers}, last answered at {slowest:.1f} s")
     assert tiers == ["vllm"] * CONCURRENT
-    assert all(answer.status == 200 for answer in answers)
+    assert all(answer.status == 200 for answer in done)
     # The queue really was a queue: the last request waited for five rounds before its own.
     assert slowest >= (CONCURRENT / SLOTS - 1) * ANSWER_SECONDS
     assert fresh.standins["ollama"].served["client-received"] == 0
@@ -74,16 +40,10 @@ def test_a_saturated_vllm_keeps_its_whole_queue_and_ollama_gets_no_prompt(fresh)
 
 
 def test_the_engine_freezing_under_load_settles_every_request_quickly(fresh):
-    pool, futures = saturate(fresh)
-    time.sleep(ANSWER_SECONDS + 1)  # some answers done, some running, the rest queued
-    fresh.standins["vllm"].set_mode("freeze")
-    frozen_at = time.monotonic()
-    answers = [future.result() for future in futures]
-    settled = max(time.monotonic() - frozen_at, 0.0)
-    pool.shutdown()
-    tiers = [answer.tier for answer in answers]
+    settled, done = freeze_under_load(fresh)
+    tiers = [answer.tier for answer in done]
     print(f"\n[drill] engine froze under load: tiers {tiers}; every request settled {settled:.1f} s after the freeze")
-    assert all(answer.status == 200 for answer in answers), [a.body for a in answers if a.status != 200]
+    assert all(answer.status == 200 for answer in done), [a.body for a in done if a.status != 200]
     assert set(tiers) == {"vllm", "ollama"}
     assert settled < FREEZE_SETTLE_LIMIT
     assert fresh.counts()["openai"] == 0
@@ -94,11 +54,9 @@ def test_the_engine_freezing_under_load_settles_every_request_quickly(fresh):
 
 def test_a_busy_engine_is_not_cooled_down_by_the_background_probe(fresh):
     # Saturated for longer than two probe cycles: probes see /health and progress, not a queue.
-    pool, futures = saturate(fresh, requests=16, stream=True)
-    answers = [future.result() for future in futures]
-    pool.shutdown()
-    assert [a.tier for a in answers] == ["vllm"] * 16
-    assert all(a.content == " ".join(fresh.standins["vllm"].words()) for a in answers)
+    done = answers(saturate(fresh, requests=16, stream=True))
+    assert [a.tier for a in done] == ["vllm"] * 16
+    assert all(a.content == " ".join(fresh.standins["vllm"].words()) for a in done)
     assert fresh.standins["vllm"].served["probe-received"] <= 2  # at most the idle one-token checks
     assert chat(fresh.url, MODEL).tier == "vllm"
 
@@ -125,17 +83,15 @@ def test_with_a_queue_budget_only_the_requests_over_it_spill_and_vllm_keeps_serv
     budget = 5
     settings = dataclasses.replace(SETTINGS, vllm=dataclasses.replace(SETTINGS.vllm, max_queue_seconds=budget))
     with Drill(settings) as budgeted:
-        wait_for_vllm(budgeted)
+        budgeted.wait_for_tier("vllm")
         budgeted.reset_counts()
-        pool, futures = saturate(budgeted)
-        answers = [future.result() for future in futures]
-        pool.shutdown()
-        tiers = [answer.tier for answer in answers]
-        spilled = [a for a in answers if a.tier == "ollama"]
+        done = answers(saturate(budgeted))
+        tiers = [answer.tier for answer in done]
+        spilled = [a for a in done if a.tier == "ollama"]
         print(
             f"\n[drill] queue budget {budget} s: tiers {tiers}; spilled after {[round(a.seconds, 1) for a in spilled]}"
         )
-        assert all(answer.status == 200 for answer in answers)
+        assert all(answer.status == 200 for answer in done)
         # Rounds start every 3 s: the requests of the first two rounds start within the budget.
         assert tiers.count("vllm") >= 2 * SLOTS
         assert spilled, "nothing went over the budget"
