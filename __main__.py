@@ -25,12 +25,15 @@ instance = pulumi.get_stack()
 provider = k8s.Provider("kubernetes", render_yaml_to_directory=settings.render_yaml_to_directory)
 on_cluster = pulumi.ResourceOptions(providers=[provider])
 
-namespace = k8s.core.v1.Namespace(
-    "namespace",
-    metadata={"name": settings.namespace, "labels": kube.labels(PROJECT, instance, "namespace")},
-    opts=pulumi.ResourceOptions(provider=provider),
-)
-placement = kube.Placement(namespace.metadata.name, instance, settings.network_policies)
+if settings.create_namespace:
+    namespace = k8s.core.v1.Namespace(
+        "namespace",
+        metadata={"name": settings.namespace, "labels": kube.labels(PROJECT, instance, "namespace")},
+        opts=pulumi.ResourceOptions(provider=provider),
+    ).metadata.name
+else:
+    namespace = settings.namespace  # an existing namespace: neither created nor ever deleted
+placement = kube.Placement(namespace, instance, settings.network_policies)
 
 VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, placement), opts=on_cluster)
 OllamaBackend("ollama", OllamaArgs(settings.ollama, placement), opts=on_cluster)

@@ -107,7 +107,7 @@ class Tier:
 
 
 def gateway_url(settings: Settings) -> str:
-    return service_url(GATEWAY_SERVICE, settings.namespace, GATEWAY_PORT)
+    return service_url(GATEWAY_SERVICE, settings.namespace, settings.cluster_domain, GATEWAY_PORT)
 
 
 def failover_chain(settings: Settings) -> tuple[Tier, ...]:
@@ -121,7 +121,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             litellm_params={
                 # gateway/vllm_progress.py: detects a hung vLLM by progress, not total duration.
                 "model": f"{PROGRESS_PROVIDER}/{vllm.model}",
-                "api_base": service_url(VLLM_SERVICE, settings.namespace, VLLM_PORT, "/v1"),
+                "api_base": service_url(VLLM_SERVICE, settings.namespace, settings.cluster_domain, VLLM_PORT, "/v1"),
                 "api_key": LOCAL_API_KEY_PLACEHOLDER,
                 "timeout": vllm.timeout_seconds,
                 "first_token_timeout": vllm.first_token_timeout_seconds,
@@ -141,7 +141,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             group=f"{client_group}-ollama",
             litellm_params={
                 "model": f"ollama_chat/{ollama.model}",
-                "api_base": service_url(OLLAMA_SERVICE, settings.namespace, OLLAMA_PORT),
+                "api_base": service_url(OLLAMA_SERVICE, settings.namespace, settings.cluster_domain, OLLAMA_PORT),
                 "timeout": ollama.timeout_seconds,
                 "max_retries": 0,
             },
@@ -170,6 +170,11 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
         served_model=openai.model,
     )
     return (*local, cloud)
+
+
+def longest_answer_seconds(chain: tuple[Tier, ...]) -> int:
+    """The longest one request may take through the gateway: every tier tried to its own cap."""
+    return sum(int(tier.litellm_params["timeout"]) for tier in chain)
 
 
 def callbacks(settings: Settings) -> list[str]:

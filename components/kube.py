@@ -53,12 +53,14 @@ def resources(spec: Resources, extra_limits: dict[str, str] | None = None) -> di
     }
 
 
-def pod_security_context() -> dict[str, Any]:
+def pod_security_context(user: int = RUN_AS_USER) -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
+        "runAsUser": user,
+        "runAsGroup": user,
+        "fsGroup": user,
+        # Chown a volume only when its root is not ours yet: not a 40 Gi model cache on every start.
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -89,6 +91,34 @@ def exec_probe(command: list[str], period: int, timeout: int, failures: int) -> 
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
     }
+
+
+# How long `pulumi up` waits for a Deployment is written on it (pulumi-kubernetes reads this
+# annotation), computed from the pod's own budgets so that the two can never disagree.
+AWAIT_ANNOTATION = "pulumi.com/timeoutSeconds"
+AWAIT_MARGIN_SECONDS = 120
+
+
+def probe_budget_seconds(probe: dict[str, Any]) -> int:
+    """The longest a probe may keep failing before the kubelet gives up."""
+    return (
+        probe.get("initialDelaySeconds", 0)
+        + probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+        + probe.get("timeoutSeconds", 1)
+    )
+
+
+def rollout_seconds(pod_spec: dict[str, Any], image_pull_seconds: int, init_seconds: int = 0) -> int:
+    """From a new pod to ready, at the worst the pod spec allows: the old pod's graceful end
+    (Recreate), the image pull, the init containers, the startup probe, a first readiness probe."""
+    slowest_start = max(
+        probe_budget_seconds(container.get("startupProbe", {"periodSeconds": 0, "failureThreshold": 0}))
+        + container["readinessProbe"].get("periodSeconds", 10)
+        + container["readinessProbe"].get("timeoutSeconds", 1)
+        for container in pod_spec["containers"]
+    )
+    grace = pod_spec.get("terminationGracePeriodSeconds", 30)
+    return grace + image_pull_seconds + init_seconds + slowest_start + AWAIT_MARGIN_SECONDS
 
 
 def env(values: dict[str, str]) -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.fallback import Tier, config_checksum
+from components.fallback import Tier, config_checksum, longest_answer_seconds
 from components.names import (
     CONFIG_FILE_NAME,
     DATABASE_URL_ENV,
@@ -25,11 +25,19 @@ from components.names import (
     MASTER_KEY_SECRET,
     OPENAI_KEY_ENV,
     OPENAI_KEY_SECRET,
-    gateway_secret_name,
 )
 from components.settings import GatewaySettings
 
 CONFIG_DIR = "/etc/litellm"
+IMAGE_PULL_SECONDS = 300
+# After SIGTERM the pod stays in the Service's endpoints until every kube-proxy and ingress has
+# seen it leave; the proxy keeps accepting for this long, then drains (LiteLLM's uvicorn finishes
+# the requests in flight before it exits).
+PRE_STOP_SECONDS = 10
+# The image's own unprivileged user (`USER nobody` in docker/Dockerfile.non_root). In database
+# mode LiteLLM writes the Prisma client and its migrations inside the image's tree, which that
+# Dockerfile chowns to this user; our usual UID 10001 cannot write there.
+IMAGE_USER = 65534
 
 
 @dataclass(frozen=True)
@@ -76,9 +84,15 @@ class LiteLLMGateway(pulumi.ComponentResource):
         skips = kube.image_skips(gateway)
         # LiteLLM reads provider and master keys as `os.environ/NAME`; a file would need a wrapper.
         skips["CKV_K8S_35"] = "LiteLLM reads keys as os.environ/NAME; values come from Secrets via secretKeyRef"
+        database = args.database_url is not None
+        pod_spec = self._pod_spec(gateway, config_map.metadata.name, secret_env, selector, database, args.chain)
+        annotations = {
+            **kube.checkov_skips(skips),
+            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)),
+        }
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=self._metadata(GATEWAY_SERVICE, annotations=kube.checkov_skips(skips)),
+            metadata=self._metadata(GATEWAY_SERVICE, annotations=annotations),
             spec={
                 "replicas": gateway.replicas,
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -86,9 +100,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 "template": {
                     # A new chain rolls the pods; LiteLLM reads its config only at start.
                     "metadata": {"labels": self._labels, "annotations": {"checksum/config": config_checksum(files)}},
-                    "spec": self._pod_spec(
-                        gateway, config_map.metadata.name, secret_env, selector, database=args.database_url is not None
-                    ),
+                    "spec": pod_spec,
                 },
             },
             opts=self._child,
@@ -126,10 +138,15 @@ class LiteLLMGateway(pulumi.ComponentResource):
         return kube.metadata(object_name, self._namespace, self._labels, **extra)
 
     def _secret(self, suffix: str, env_name: str, value: pulumi.Output[str]) -> k8s.core.v1.Secret:
-        """One Secret holding one value under its env var's name. The value stays secret."""
+        """One Secret holding one value under its env var's name. The value stays secret.
+
+        Auto-named (`litellm-openai-key-<random>`), not named: pulumi-kubernetes replaces a Secret
+        whose data changes, and the new name changes the pod template, so a rotated key rolls the
+        gateway (env from `secretKeyRef` is read only at container start). No checksum of the value
+        is needed, so nothing derived from it is ever in plain text."""
         return k8s.core.v1.Secret(
             f"{self._name}-{suffix}",
-            metadata=self._metadata(gateway_secret_name(suffix)),
+            metadata={"namespace": self._namespace, "labels": self._labels},
             type="Opaque",
             string_data={env_name: pulumi.Output.secret(value)},
             opts=self._child,
@@ -166,10 +183,13 @@ class LiteLLMGateway(pulumi.ComponentResource):
         secret_env: list[dict[str, Any]],
         selector: dict[str, str],
         database: bool,
+        chain: tuple[Tier, ...],
     ) -> dict[str, Any]:
         return {
             "automountServiceAccountToken": False,
-            "securityContext": kube.pod_security_context(),
+            "securityContext": kube.pod_security_context(IMAGE_USER if database else kube.RUN_AS_USER),
+            # A rollout or a drain must not cut the longest answer the chain allows.
+            "terminationGracePeriodSeconds": PRE_STOP_SECONDS + longest_answer_seconds(chain),
             # Spread replicas over nodes when possible, so one node going away leaves a gateway.
             "topologySpreadConstraints": [
                 {
@@ -189,6 +209,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
                         *kube.env(
                             {
                                 "HOME": "/tmp",
+                                # The image points caches at /app/.cache, read-only here.
+                                "XDG_CACHE_HOME": "/tmp/.cache",
                                 "LITELLM_LOG": "ERROR",
                                 # Use the bundled model cost map instead of fetching it at start.
                                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -197,6 +219,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                         *secret_env,
                     ],
                     "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+                    "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
                     "resources": kube.resources(gateway.resources),
                     # With a database, LiteLLM's Prisma client writes its engine files at start.
                     "securityContext": kube.container_security_context(read_only_root=not database),
@@ -226,6 +249,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
 
 # Where the cloud tier may be: anywhere but the private ranges (the local tiers are in-cluster pods).
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+# The same for IPv6 (dual-stack clusters): unique-local, link-local and loopback stay closed.
+PRIVATE_RANGES_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
 
 
 def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
@@ -240,12 +265,16 @@ def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
         for tier in args.chain
         if tier.in_cluster
     ]
-    # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches): port 53 only.
-    egress.append({"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
+    # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches), on its ports only.
+    dns = [{"protocol": protocol, "port": port} for port in args.gateway.dns_ports for protocol in ("UDP", "TCP")]
+    egress.append({"ports": dns})
     if any(not tier.in_cluster for tier in args.chain):
         egress.append(
             {
-                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}],
+                "to": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}},
+                    {"ipBlock": {"cidr": "::/0", "except": PRIVATE_RANGES_V6}},
+                ],
                 "ports": [{"protocol": "TCP", "port": 443}],
             }
         )

@@ -56,9 +56,6 @@ def gateway_secret_name(suffix: str) -> str:
     return f"{GATEWAY_SERVICE}-{suffix}"
 
 
-def service_host(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}.svc.cluster.local"
-
-
-def service_url(service: str, namespace: str, port: int, path: str = "") -> str:
-    return f"http://{service_host(service, namespace)}:{port}{path}"
+def service_url(service: str, namespace: str, domain: str, port: int, path: str = "") -> str:
+    """A Service's in-cluster address; `domain` is the cluster's DNS domain (cluster.local by default)."""
+    return f"http://{service}.{namespace}.svc.{domain}:{port}{path}"

@@ -23,10 +23,10 @@ ollama serve &
 server=$!
 tries=0
 until ollama list >/dev/null 2>&1; do
-  tries=$((tries + 1)); [ "$tries" -gt 60 ] && { echo "ollama did not start" >&2; exit 1; }
+  tries=$((tries + 1)); [ "$tries" -gt "$SERVER_START_SECONDS" ] && { echo "ollama did not start" >&2; exit 1; }
   sleep 1
 done
-ollama pull "$OLLAMA_MODEL"
+timeout "$PULL_TIMEOUT_SECONDS" ollama pull "$OLLAMA_MODEL"
 status=$?
 kill "$server"
 exit "$status"
@@ -36,6 +36,13 @@ exit "$status"
 WARM_UP = ["/bin/sh", "-c", 'ollama run "$OLLAMA_MODEL" "" >/dev/null']
 # Ready only while the model is resident (`ollama ps` reads /api/ps).
 MODEL_RESIDENT = ["/bin/sh", "-c", 'ollama ps | grep -qF -- "$OLLAMA_MODEL"']
+IMAGE_PULL_SECONDS = 300  # the Ollama image is a few GB
+SERVER_START_SECONDS = 60  # the pull script waits this long for its private server
+# The image sets NVIDIA_VISIBLE_DEVICES=all: on a node whose default runtime is nvidia the "CPU"
+# tier would load its model into VRAM and keep it (OLLAMA_KEEP_ALIVE=-1), and vLLM could not start.
+# "void" makes the NVIDIA runtime behave like runc (no device, no driver); CUDA_VISIBLE_DEVICES=-1
+# is Ollama's own documented way to force the CPU.
+NO_GPU_ENV = {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": "-1"}
 
 
 @dataclass(frozen=True)
@@ -63,16 +70,21 @@ class OllamaBackend(pulumi.ComponentResource):
             labels,
             child,
         )
-        skips = kube.checkov_skips(kube.image_skips(ollama))
+        pod_spec = self._pod_spec(ollama, models.metadata.name)
+        init_seconds = SERVER_START_SECONDS + ollama.pull_timeout_seconds
+        annotations = {
+            **kube.checkov_skips(kube.image_skips(ollama)),
+            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)),
+        }
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels, annotations=skips),
+            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels, annotations=annotations),
             spec={
                 "replicas": 1,
                 # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": kube.selector_labels(OLLAMA_SERVICE, instance)},
-                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(ollama, models.metadata.name)},
+                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
             },
             opts=child,
         )
@@ -83,7 +95,12 @@ class OllamaBackend(pulumi.ComponentResource):
 
     @staticmethod
     def _pod_spec(ollama: OllamaSettings, models_claim: pulumi.Input[str]) -> dict[str, Any]:
-        common_env = {"HOME": HOME_PATH, "OLLAMA_MODELS": MODELS_PATH, "OLLAMA_MODEL": ollama.model}
+        common_env = {
+            "HOME": HOME_PATH,
+            "OLLAMA_MODELS": MODELS_PATH,
+            "OLLAMA_MODEL": ollama.model,
+            **({} if ollama.gpu else NO_GPU_ENV),
+        }
         mounts = [
             {"name": "models", "mountPath": MODELS_PATH},
             {"name": "home", "mountPath": HOME_PATH},
@@ -98,7 +115,14 @@ class OllamaBackend(pulumi.ComponentResource):
                     "image": ollama.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["/bin/sh", "-c", PULL_SCRIPT],
-                    "env": kube.env({**common_env, "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}"}),
+                    "env": kube.env(
+                        {
+                            **common_env,
+                            "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}",
+                            "PULL_TIMEOUT_SECONDS": str(ollama.pull_timeout_seconds),
+                            "SERVER_START_SECONDS": str(SERVER_START_SECONDS),
+                        }
+                    ),
                     "resources": kube.resources(ollama.resources),
                     "securityContext": kube.container_security_context(read_only_root=True),
                     "volumeMounts": mounts,

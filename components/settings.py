@@ -196,6 +196,15 @@ class OllamaSettings(PinnedImage):
     timeout_seconds: int = setting(
         600, SECONDS, "Cap on one whole Ollama answer (Ollama is slow on CPU; a slow answer is not a failure)."
     )
+    pull_timeout_seconds: int = setting(
+        1800, Whole(60, 86400), "Budget for the init container's model pull; `pulumi up` waits this long plus the load."
+    )
+    gpu: bool = setting(
+        False,
+        Flag(),
+        "`false` hides every GPU from Ollama (NVIDIA_VISIBLE_DEVICES=void, CUDA_VISIBLE_DEVICES=-1), even on nodes "
+        "whose default runtime is nvidia, so the CPU tier never holds VRAM that vLLM needs.",
+    )
 
 
 @dataclass(frozen=True)
@@ -256,6 +265,11 @@ class GatewaySettings(PinnedImage):
         False, Flag(), "A prometheus-operator `ServiceMonitor` scraping them (needs the CRD)."
     )
     database_port: int = setting(5432, Whole(1, 65535), "Opened in the gateway's egress when `databaseUrl` is set.")
+    dns_ports: tuple[int, ...] = setting(
+        (53,),
+        ListOf(Whole(1, 65535), most=4),
+        "DNS ports the gateway may reach (some distributions serve DNS on 5353).",
+    )
 
     @property
     def probe_timeout_seconds(self) -> int:
@@ -301,7 +315,15 @@ class IngressSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    namespace: str = setting(PROJECT, DNS_LABEL, "Namespace created for everything.")
+    namespace: str = setting(PROJECT, DNS_LABEL, "Namespace for everything.")
+    create_namespace: bool = setting(
+        True,
+        Flag(),
+        "`false`: deploy into an existing namespace, which `pulumi up` neither creates nor `pulumi destroy` deletes.",
+    )
+    cluster_domain: str = setting(
+        "cluster.local", HOSTNAME, "The cluster's DNS domain, in the Service addresses (`<svc>.<ns>.svc.<domain>`)."
+    )
     gaming_mode: bool = setting(False, Flag(), "`true` scales vLLM to 0 replicas; the chain is unchanged.")
     vllm: VllmSettings = setting(None, Nested(VllmSettings), "The GPU tier.")
     ollama: OllamaSettings = setting(None, Nested(OllamaSettings), "The CPU tier.")

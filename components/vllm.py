@@ -14,6 +14,24 @@ from components.names import VLLM_PORT, VLLM_SERVICE
 from components.settings import VllmSettings
 
 CACHE_PATH = "/cache"
+# The vLLM image is about 10 GB: pulling it is part of what `pulumi up` waits for.
+IMAGE_PULL_SECONDS = 900
+# The image has no passwd entry for our UID. `getpass.getuser()` (torch's default inductor cache
+# directory, and others) reads LOGNAME/USER before the password database, so naming the user here
+# avoids `KeyError: getpwuid(): uid not found`; every cache is pointed at the cache volume too.
+RUNTIME_ENV = {
+    "USER": "vllm",
+    "LOGNAME": "vllm",
+    "HOME": CACHE_PATH,
+    "HF_HOME": f"{CACHE_PATH}/huggingface",
+    "XDG_CACHE_HOME": f"{CACHE_PATH}/xdg",
+    "VLLM_CACHE_ROOT": f"{CACHE_PATH}/vllm",
+    "TORCHINDUCTOR_CACHE_DIR": f"{CACHE_PATH}/torchinductor",
+    "TRITON_CACHE_DIR": f"{CACHE_PATH}/triton",
+    # vLLM keeps egress for model downloads; its usage statistics must not use it.
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -40,9 +58,14 @@ class VllmBackend(pulumi.ComponentResource):
         # torch.compile, triton and flashinfer write JIT caches where the image decides; HOME is on
         # the cache volume, but a read-only root has not been proven safe for every vLLM release.
         skips["CKV_K8S_22"] = "vLLM JIT caches write outside HOME in some releases; root stays writable"
+        pod_spec = self._pod_spec(vllm, cache.metadata.name)
+        annotations = {
+            **kube.checkov_skips(skips),
+            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)),
+        }
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=kube.metadata(VLLM_SERVICE, namespace, labels, annotations=kube.checkov_skips(skips)),
+            metadata=kube.metadata(VLLM_SERVICE, namespace, labels, annotations=annotations),
             spec={
                 # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the
                 # gateway gets "connection refused" at once and moves on to Ollama.
@@ -52,7 +75,7 @@ class VllmBackend(pulumi.ComponentResource):
                 "selector": {"matchLabels": kube.selector_labels(VLLM_SERVICE, instance)},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": self._pod_spec(vllm, cache.metadata.name),
+                    "spec": pod_spec,
                 },
             },
             opts=child,
@@ -82,7 +105,7 @@ class VllmBackend(pulumi.ComponentResource):
                         str(VLLM_PORT),
                         *vllm.extra_args,
                     ],
-                    "env": kube.env({"HOME": CACHE_PATH, "HF_HOME": f"{CACHE_PATH}/huggingface"}),
+                    "env": kube.env(RUNTIME_ENV),
                     "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
                     "resources": kube.resources(vllm.resources, gpu_limit),
                     # torch and triton write compile caches in places the image decides.
@@ -99,6 +122,7 @@ class VllmBackend(pulumi.ComponentResource):
                     "volumeMounts": [
                         {"name": "cache", "mountPath": CACHE_PATH},
                         {"name": "dshm", "mountPath": "/dev/shm"},
+                        {"name": "tmp", "mountPath": "/tmp"},
                     ],
                 }
             ],
@@ -106,6 +130,7 @@ class VllmBackend(pulumi.ComponentResource):
                 {"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim}},
                 # Tensor-parallel workers talk through shared memory; the default 64 MiB is too small.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": vllm.shm_size}},
+                {"name": "tmp", "emptyDir": {}},
             ],
         }
         if vllm.node_selector:

@@ -10,6 +10,7 @@ No CLI, no provider binary, no cluster. Mock quirks handled once, here:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import runpy
 import threading
@@ -53,7 +54,12 @@ class ProgramRun:
         return [r for r in self.resources if r.type == type_token]
 
     def one(self, type_token: str, name: str) -> Registration:
-        found = [r for r in self.resources if r.type == type_token and r.inputs.get("metadata", {}).get("name") == name]
+        """The object called `name`: its metadata.name, or for an auto-named one its logical name."""
+        found = [
+            r
+            for r in self.resources
+            if r.type == type_token and (r.inputs.get("metadata", {}).get("name") or r.name) == name
+        ]
         assert len(found) == 1, f"expected one {type_token} named {name}, found {len(found)}"
         return found[0]
 
@@ -75,6 +81,11 @@ def normalise(value: Any, path: str, secret_paths: list[str]) -> Any:
     return value
 
 
+def auto_name(logical_name: str) -> str:
+    """What the mock calls an auto-named object (deterministic, like a stored Pulumi state)."""
+    return f"{logical_name}-{hashlib.sha256(logical_name.encode()).hexdigest()[:8]}"
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -86,6 +97,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         with self.lock:
             self.rows.append(Registration(args.typ, args.name, inputs, secret_paths, args.provider))
         state = dict(args.inputs)
+        metadata = state.get("metadata")
+        if args.typ.startswith("kubernetes:") and isinstance(metadata, dict) and not metadata.get("name"):
+            # Pulumi auto-names an object without metadata.name: `<logical name>-<random suffix>`.
+            state["metadata"] = {**metadata, "name": auto_name(args.name)}
         if args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = MASTER_KEY_CANARY
         return f"{args.name}-id", state

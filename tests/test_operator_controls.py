@@ -13,7 +13,7 @@ from components.settings import parse_settings
 from components.stack_files import stack_config
 from drill.client import chat
 from drill.runner import Drill
-from pulumi_harness import run_program, run_program_expecting_error
+from pulumi_harness import auto_name, run_program, run_program_expecting_error
 
 KEY = {"openaiApiKey": "sk-operator-test"}
 DATABASE_CANARY = "postgresql://litellm:CANARYdbpassword@db.internal:5432/litellm"
@@ -47,7 +47,10 @@ def test_service_monitor_scrapes_with_the_master_key_secret():
     (endpoint,) = spec["endpoints"]
     assert endpoint["port"] == service.inputs["spec"]["ports"][0]["name"]
     assert endpoint["path"] == "/metrics/"
-    assert endpoint["authorization"]["credentials"] == {"name": "litellm-master-key", "key": "LITELLM_MASTER_KEY"}
+    assert endpoint["authorization"]["credentials"] == {
+        "name": auto_name("litellm-master-key"),
+        "key": "LITELLM_MASTER_KEY",
+    }
     assert run_program({}, KEY).of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor") == []
 
 
@@ -106,7 +109,10 @@ def test_database_url_only_in_its_secret_and_the_gateway_uses_it():
     assert gateway_config(run)["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
     container = gateway_container(run)
     env = {item["name"]: item for item in container["env"]}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "litellm-database-url", "key": "DATABASE_URL"}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": auto_name("litellm-database-url"),
+        "key": "DATABASE_URL",
+    }
     assert container["securityContext"]["readOnlyRootFilesystem"] is False  # Prisma writes at start
     policy = next(r for r in run.resources if r.type.endswith("NetworkPolicy") and r.name == "litellm-network")
     ports = [port["port"] for rule in policy.inputs["spec"]["egress"] for port in rule["ports"]]

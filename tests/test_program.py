@@ -11,6 +11,7 @@ from components.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER
 from pulumi_harness import (
     MASTER_KEY_CANARY,
     ROOT,
+    auto_name,
     run_program,
     run_program_expecting_error,
     stack_config_of,
@@ -40,7 +41,8 @@ def container(run, deployment_name):
 
 
 def test_default_stack_creates_the_expected_resources(default_run):
-    kinds = sorted(f"{r.inputs['kind']}/{r.inputs['metadata']['name']}" for r in default_run.kubernetes)
+    # Secrets are auto-named (a new value rolls the gateway): listed by their logical names.
+    kinds = sorted(f"{r.inputs['kind']}/{r.inputs['metadata'].get('name') or r.name}" for r in default_run.kubernetes)
     assert kinds == [
         "ConfigMap/litellm-config",
         "Deployment/litellm",
@@ -137,8 +139,9 @@ def test_master_key_is_generated_secret_and_only_in_its_secret(default_run):
 
 def test_gateway_reads_keys_from_secrets_not_values(default_run):
     env = {item["name"]: item for item in container(default_run, "litellm")["env"]}
-    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "litellm-openai-key", "key": "OPENAI_API_KEY"}
-    assert env["LITELLM_MASTER_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "litellm-master-key"
+    openai_key = {"name": auto_name("litellm-openai-key"), "key": "OPENAI_API_KEY"}
+    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == openai_key
+    assert env["LITELLM_MASTER_KEY"]["valueFrom"]["secretKeyRef"]["name"] == auto_name("litellm-master-key")
     assert all("value" not in item for name, item in env.items() if name.endswith("KEY"))
 
 
@@ -215,7 +218,7 @@ def test_ollama_pulls_its_model_onto_the_volume_before_serving(default_run):
 def test_without_the_cloud_tier_there_are_two_tiers_and_no_openai_secret():
     run = run_program({"openai": {"enabled": False}})
     assert [m["model_info"]["id"] for m in gateway_config(run)["model_list"]] == ["vllm", "ollama"]
-    assert [s.inputs["metadata"]["name"] for s in run.of_type(SECRET)] == ["litellm-master-key"]
+    assert [s.name for s in run.of_type(SECRET)] == ["litellm-master-key"]
     env_names = [item["name"] for item in container(run, "litellm")["env"]]
     assert "OPENAI_API_KEY" not in env_names
     assert run.outputs["fallbackChain"] == ["vllm", "ollama"]

@@ -37,7 +37,7 @@ def test_canaries_only_in_secret_values_and_secret_outputs(capsys, caplog):
             assert leaks(json.dumps(value)) == [], name
     assert run.secret_outputs == {"masterKey"}
     found = [r for r in run.resources if r.type == SECRET and OPENAI_CANARY in json.dumps(r.inputs)]
-    assert [r.inputs["metadata"]["name"] for r in found] == ["litellm-openai-key"]  # it did go somewhere
+    assert [r.name for r in found] == ["litellm-openai-key"]  # it did go somewhere
     captured = capsys.readouterr()
     assert leaks(captured.out + captured.err + caplog.text) == []
 
