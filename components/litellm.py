@@ -30,10 +30,14 @@ from components.settings import GatewaySettings
 
 CONFIG_DIR = "/etc/litellm"
 IMAGE_PULL_SECONDS = 300
-# After SIGTERM the pod stays in the Service's endpoints until every kube-proxy and ingress has
-# seen it leave; the proxy keeps accepting for this long, then drains (LiteLLM's uvicorn finishes
-# the requests in flight before it exits).
+# Before SIGTERM the pod leaves the Service's endpoints; every kube-proxy and ingress must see that
+# before the proxy stops accepting, so the kubelet first pauses this long (preStop).
 PRE_STOP_SECONDS = 10
+# On SIGTERM LiteLLM's uvicorn stops accepting and waits for the requests in flight, but only for
+# GRACEFUL_SHUTDOWN_TIMEOUT (default 30 s, litellm/proxy/shutdown/graceful_shutdown_manager.py),
+# then cancels them. The pod sets it to the longest answer the chain allows, and the kubelet's
+# grace period covers the pause, that drain and the proxy's own teardown.
+TEARDOWN_SECONDS = 10
 # The image's own unprivileged user (`USER nobody` in docker/Dockerfile.non_root). In database
 # mode LiteLLM writes the Prisma client and its migrations inside the image's tree, which that
 # Dockerfile chowns to this user; our usual UID 10001 cannot write there.
@@ -189,7 +193,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             "automountServiceAccountToken": False,
             "securityContext": kube.pod_security_context(IMAGE_USER if database else kube.RUN_AS_USER),
             # A rollout or a drain must not cut the longest answer the chain allows.
-            "terminationGracePeriodSeconds": PRE_STOP_SECONDS + longest_answer_seconds(chain),
+            "terminationGracePeriodSeconds": PRE_STOP_SECONDS + longest_answer_seconds(chain) + TEARDOWN_SECONDS,
             # Spread replicas over nodes when possible, so one node going away leaves a gateway.
             "topologySpreadConstraints": [
                 {
@@ -211,6 +215,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                                 "HOME": "/tmp",
                                 # The image points caches at /app/.cache, read-only here.
                                 "XDG_CACHE_HOME": "/tmp/.cache",
+                                "GRACEFUL_SHUTDOWN_TIMEOUT": str(longest_answer_seconds(chain)),
                                 "LITELLM_LOG": "ERROR",
                                 # Use the bundled model cost map instead of fetching it at start.
                                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",

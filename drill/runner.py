@@ -89,12 +89,17 @@ class Drill:
     master_key: str = DRILL_MASTER_KEY
     openai_key: str = DRILL_OPENAI_KEY  # reaches only the loopback cloud stand-in
 
-    def start(self) -> Drill:
+    def start_standins(self) -> dict[str, str]:
+        """A stand-in for every tier of the chain; the api_base of each, by tier id."""
         bases = {}
         for tier in failover_chain(self.settings):
             standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port()).start()
             self.standins[tier.name] = standin
             bases[tier.name] = f"{standin.url}{tier.api_path}"
+        return bases
+
+    def start(self) -> Drill:
+        bases = self.start_standins()
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
         for name, text in drill_files(self.settings, bases, self.vllm_path).items():
             (self.workdir / name).write_text(text)

@@ -9,6 +9,8 @@ apart from LiteLLM's health-check probes (recognised by LiteLLM's probe prompt).
   down           port closed: connection refused, like a Service with 0 replicas; requests in
                  flight finish first (a graceful scale-down: SIGTERM, drain)
   crash          like down, but every open connection is cut at once (OOM kill, GPU reset, node loss)
+  blackhole      like crash, but new connections never complete: the SYN is dropped, as some CNIs
+                 treat a Service without endpoints (Gaming Mode) instead of refusing
   hang           accepts the request and never answers
   slow           a correct answer spread over `delay` seconds (streams send tokens as they go)
   error          HTTP `status` with a realistic body
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -102,6 +105,7 @@ class StandIn:
         self._runner: web.AppRunner | None = None
         self._release = None
         self._slots: asyncio.Semaphore | None = None
+        self._blackhole: list[socket.socket] = []
         self.running = 0  # requests generating now
         self.waiting = 0  # requests queued for a slot
         self.generated_tokens = 0
@@ -118,14 +122,39 @@ class StandIn:
     def set_mode(self, name: str, **options: Any) -> None:
         previous = self.mode.name
         self.mode = Mode(name=name, **options)
-        closed = ("down", "crash")
+        closed = ("down", "crash", "blackhole")
+        if previous == "blackhole":
+            self._close_blackhole()
         if name in closed and previous not in closed:
-            _Loop.get().run(self._close_port(abort=name == "crash"))
+            _Loop.get().run(self._close_port(abort=name != "down"))
+        if name == "blackhole":
+            self._open_blackhole()
         elif name not in closed and previous in closed:
             _Loop.get().run(self._open_port())
         if name not in ("hang", "stall", "freeze"):
             _Loop.get().run(self._release_hung())
         _Loop.get().run(self._set_slots(options.get("slots")))
+
+    def _open_blackhole(self) -> None:
+        """A listener that never accepts, its queue (of 1 on Linux with backlog 0) already full:
+        the kernel drops every further SYN, so a connect neither succeeds nor is refused."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, self.port))
+        listener.listen(0)
+        self._blackhole = [listener]
+        for _ in range(2):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((LOOPBACK, self.port))
+            self._blackhole.append(filler)
+        time.sleep(0.1)  # let the fillers take the queue
+
+    def _close_blackhole(self) -> None:
+        for sock in self._blackhole:
+            sock.close()
+        self._blackhole = []
 
     def reset_counts(self) -> None:
         self.served.clear()
@@ -191,6 +220,7 @@ class StandIn:
         self._release = asyncio.Event()
 
     async def _stop(self) -> None:
+        self._close_blackhole()
         await self._release_hung()
         if self._runner is not None:
             await self._runner.cleanup()

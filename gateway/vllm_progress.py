@@ -52,6 +52,10 @@ LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds")
 PROBE_KEY = "engine_probe"  # set on health-check calls through model_info.health_check_params
 # LiteLLM mixes these into the parameters it hands a custom provider; vLLM must not get them.
 NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", PROBE_KEY, *LIMIT_KEYS}
+# An in-cluster connect takes well under a millisecond. One that takes longer means the SYN was
+# dropped (a CNI that blackholes a Service without endpoints, as in Gaming Mode): treated as a
+# timeout, so vLLM is cooled down and the next requests skip it instead of each waiting.
+CONNECT_TIMEOUT_SECONDS = 1.0
 CHECK_EVERY_SECONDS = 0.25  # how often a quiet request looks at the engine's progress
 SAMPLE_EVERY_SECONDS = 0.5  # how often vLLM's /metrics is read while requests are open
 PROGRESS_COUNTERS = ("vllm:generation_tokens_total", "vllm:prompt_tokens_total")
@@ -129,7 +133,8 @@ class _Clients:
         key = id(asyncio.get_running_loop())
         if key not in self.by_loop:
             # Our own time limits govern; httpx's read timeout stays out of the way.
-            self.by_loop[key] = httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False)
+            timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)
+            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False)
         return self.by_loop[key]
 
 
@@ -303,6 +308,8 @@ async def vllm_events(
         raise error(litellm.Timeout, f"vLLM made no progress: {why}") from None
     except httpx.ConnectError as refused:
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
+    except httpx.ConnectTimeout:
+        raise error(litellm.Timeout, f"vLLM did not accept a connection in {CONNECT_TIMEOUT_SECONDS:g} s") from None
     except httpx.HTTPError as broke:
         raise error(litellm.APIConnectionError, f"vLLM stream broke: {broke}") from None
     finally:
@@ -321,7 +328,8 @@ async def probe_engine(
         return kind(message=message, model=model, llm_provider=limits.provider)
 
     try:
-        health = await _clients.get().get(watch.health_url, timeout=limits.first_token)
+        timeout = httpx.Timeout(limits.first_token, connect=CONNECT_TIMEOUT_SECONDS)
+        health = await _clients.get().get(watch.health_url, timeout=timeout)
     except httpx.ConnectError as refused:
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
     except httpx.HTTPError as failed:

@@ -99,6 +99,26 @@ def test_gaming_mode_vllm_down_ollama_answers_fast(fresh):
     assert fresh.counts() == {"vllm": 0, "ollama": 10, "openai": 0}
 
 
+def test_gaming_mode_on_a_cni_that_drops_packets_costs_one_connect_timeout_then_nothing(fresh):
+    # Some CNIs drop packets to a Service without endpoints instead of refusing them: a connect
+    # then neither succeeds nor fails. The progress handler gives a connect 1 s, then cools vLLM
+    # down; the probe (which meets the same dropped connect) keeps it cooled down.
+    fresh.standins["vllm"].set_mode("blackhole")
+    first, *rest = [chat(fresh.url, MODEL, timeout=30) for _ in range(10)]
+    for answer in (first, *rest):
+        assert_chat_completion(answer, "ollama")
+    report("dropped packets to vLLM → Ollama, first request", first.seconds)
+    report("dropped packets to vLLM → Ollama, slowest of the next 9", max(a.seconds for a in rest))
+    assert first.seconds < FAILOVER_LIMIT_SECONDS
+    assert max(a.seconds for a in rest) < 0.5
+    # Long after the cooldown the first request set has run out, the probe still keeps vLLM out.
+    time.sleep(SETTINGS.gateway.cooldown_seconds + SETTINGS.gateway.health_check_interval_seconds)
+    later = chat(fresh.url, MODEL, timeout=30)
+    report("dropped packets, a request 15 s later (probes keep vLLM out)", later.seconds)
+    assert later.tier == "ollama" and later.seconds < 0.5
+    assert fresh.counts()["openai"] == 0
+
+
 def test_streaming_with_vllm_down_comes_from_ollama_without_duplicates(fresh):
     fresh.standins["vllm"].set_mode("down")
     answer = chat(fresh.url, MODEL, stream=True)

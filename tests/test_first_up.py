@@ -15,7 +15,7 @@ import yaml
 
 from components import kube
 from components.fallback import longest_answer_seconds
-from components.litellm import IMAGE_USER, PRE_STOP_SECONDS
+from components.litellm import IMAGE_USER, PRE_STOP_SECONDS, TEARDOWN_SECONDS
 from components.stack_files import stack_config
 from pulumi_harness import auto_name, run_program
 
@@ -195,8 +195,11 @@ def test_the_gateway_pod_waits_for_the_longest_answer_and_leaves_the_endpoints_f
     spec = pod(prod, "litellm")
     chain = failover_chain(stack_settings("prod"))
     assert longest_answer_seconds(chain) == 600 + 600 + 120  # vLLM, then Ollama, then the cloud
-    assert spec["terminationGracePeriodSeconds"] == PRE_STOP_SECONDS + longest_answer_seconds(chain)
+    longest = longest_answer_seconds(chain)
+    assert spec["terminationGracePeriodSeconds"] == PRE_STOP_SECONDS + longest + TEARDOWN_SECONDS
     assert spec["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
+    # LiteLLM's own drain after SIGTERM is 30 s unless told: told the longest answer.
+    assert env_of(spec["containers"][0])["GRACEFUL_SHUTDOWN_TIMEOUT"] == str(longest)
 
 
 # 10. vLLM hygiene ------------------------------------------------------------------------------
