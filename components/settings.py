@@ -19,15 +19,26 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from components.declarations import (
+    ANNOTATIONS,
+    ARGUMENT,
+    DIGEST,
+    DIRECTORY,
+    DNS_LABEL,
     EMPTY_MAP,
+    HOSTNAME,
+    HTTPS_URL,
+    IMAGE,
+    LABEL_VALUE,
+    LABELS,
+    MODEL,
+    PRINTABLE,
+    QUANTITY,
     Amount,
     ConfigError,
     Flag,
-    KeyedStrings,
     ListOf,
     Nested,
     OneOf,
-    Text,
     Whole,
     derived,
     parse_object,
@@ -44,40 +55,7 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
 BUDGET_PERIODS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
-# ---------------------------------------------------------------------------------------------
-# The kinds of value (each one a check, a JSON Schema fragment and words for the README)
-# ---------------------------------------------------------------------------------------------
-
-DNS_LABEL = Text(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS label: lowercase letters, digits and '-', at most 63")
-QUANTITY = Text(
-    r"([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?",
-    'a Kubernetes quantity such as "500m", "2", "8Gi"',
-)
-# Model names go into YAML, URLs and command lines: printable ASCII without spaces or quotes.
-MODEL = Text(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}", "a model name: ASCII letters, digits and ._:/@+- (no spaces)")
-IMAGE = Text(
-    r"[a-z0-9][a-z0-9._/-]*(:[0-9]+)?[a-z0-9._/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
-    '"repository:tag" with an exact tag',
-    forbidden=(r":(latest|main|stable|nightly)$", "pin an exact version tag; moving tags change under you"),
-)
-DIGEST = Text(r"sha256:[0-9a-f]{64}", 'an image digest "sha256:" followed by 64 hex digits, or leave it unset')
-PRINTABLE = Text(r"[\x21-\x7e]{1,253}", "a non-empty string of printable ASCII without spaces")
-HTTPS_URL = Text(r"https://[A-Za-z0-9.-]+(:[0-9]+)?(/[\x21-\x7e]*)?", "an https:// URL")
-HOSTNAME = Text(
-    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*",
-    "a DNS host name such as llm.example.com",
-)
-DIRECTORY = Text(
-    r"[A-Za-z0-9._/~-]{1,255}",
-    "a directory path (letters, digits, ._/~-; no '..')",
-    forbidden=(r"(^|/)\.\.(/|$)", "expected a directory path (letters, digits, ._/~-; no '..')"),
-)
-ARGUMENT = Text(r"[\x20-\x7e]{1,200}", "a command-line argument: printable ASCII, 1-200 chars")
-LABEL_VALUE = Text(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", "a label value")
-LABELS = KeyedStrings("label", LABEL_VALUE, 63, "expected a label value string (quote numbers)")
-ANNOTATIONS = KeyedStrings(
-    "annotation", Text(r"[\s\S]*", "a string"), 4096, "expected a string value (quote numbers and booleans)"
-)
+# Bounds shared by several timeouts.
 SECONDS = Whole(5, 3600)
 LIMIT_SECONDS = Whole(1, 600)
 
