@@ -57,11 +57,12 @@ from components.names import (
     OPENAI_KEY_ENV,
     PROGRESS_HANDLER_FILE,
     PROGRESS_PROVIDER,
+    REQUEST_CHECK_FILE,
     VLLM_PORT,
     VLLM_SERVICE,
     service_url,
 )
-from components.settings import Settings
+from components.settings import GatewaySettings, Settings
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
@@ -177,10 +178,31 @@ def longest_answer_seconds(chain: tuple[Tier, ...]) -> int:
     return sum(int(tier.litellm_params["timeout"]) for tier in chain)
 
 
+def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> dict[str, str]:
+    """The gateway process's plain environment, for its pod and for the drill alike. No secret:
+    keys come from Secrets (`secretKeyRef`) and reach the config only as `os.environ/NAME`."""
+    off = "True"  # LiteLLM's switches read "True" as on
+    return {
+        "HOME": "/tmp",
+        # The image points caches at /app/.cache, read-only in the pod.
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        # On SIGTERM LiteLLM drains requests in flight for this long (its default, 30 s, cuts longer
+        # answers): the longest answer the chain allows.
+        "GRACEFUL_SHUTDOWN_TIMEOUT": str(longest_answer_seconds(chain)),
+        "LITELLM_LOG": "ERROR",
+        # The bundled model cost map, instead of fetching it at every start.
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        # Without a key only the health probes answer, unless the operator turns these on
+        # (litellm/proxy/utils.py reads NO_DOCS, NO_REDOC, NO_OPENAPI; admin_ui_utils.py DISABLE_ADMIN_UI).
+        **({} if gateway.api_docs else {"NO_DOCS": off, "NO_REDOC": off, "NO_OPENAPI": off}),
+        **({} if gateway.admin_ui else {"DISABLE_ADMIN_UI": off}),
+    }
+
+
 def callbacks(settings: Settings) -> list[str]:
-    """LiteLLM callbacks: honest errors and the cloud spend guard always; Prometheus metrics
-    (per-tier requests, failures and `litellm_deployment_successful_fallbacks_total`) if on."""
-    names = [f"{HONEST_ERRORS_FILE.stem}.handler", f"{CLOUD_GUARD_FILE.stem}.handler"]
+    """LiteLLM callbacks: the request check, honest errors and the cloud spend guard always;
+    Prometheus metrics (per-tier requests, failures, `litellm_deployment_successful_fallbacks_total`) if on."""
+    names = [f"{path.stem}.handler" for path in (REQUEST_CHECK_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)]
     if settings.gateway.metrics:
         names.append("prometheus")
     return names

@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.fallback import Tier, config_checksum, longest_answer_seconds
+from components.fallback import Tier, config_checksum, gateway_environment, longest_answer_seconds
 from components.names import (
     CONFIG_FILE_NAME,
     DATABASE_URL_ENV,
@@ -209,20 +209,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     "image": gateway.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(GATEWAY_PORT)],
-                    "env": [
-                        *kube.env(
-                            {
-                                "HOME": "/tmp",
-                                # The image points caches at /app/.cache, read-only here.
-                                "XDG_CACHE_HOME": "/tmp/.cache",
-                                "GRACEFUL_SHUTDOWN_TIMEOUT": str(longest_answer_seconds(chain)),
-                                "LITELLM_LOG": "ERROR",
-                                # Use the bundled model cost map instead of fetching it at start.
-                                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                            }
-                        ),
-                        *secret_env,
-                    ],
+                    "env": [*kube.env(gateway_environment(gateway, chain)), *secret_env],
                     "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
                     "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
                     "resources": kube.resources(gateway.resources),

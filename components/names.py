@@ -42,7 +42,8 @@ GATEWAY_CODE = Path(__file__).resolve().parent.parent / "gateway"
 PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"  # vLLM by progress, not total duration
 HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"  # truthful 503/429/400 when the chain fails
 CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"  # the cloud tier's rpm / tpm / budget
-GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)
+REQUEST_CHECK_FILE = GATEWAY_CODE / "request_check.py"  # a malformed request gets a 400, no tier sees it
+GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE, REQUEST_CHECK_FILE)
 # The LiteLLM custom provider that gateway/vllm_progress.py registers (`<provider>/<model>`).
 PROGRESS_PROVIDER = "vllm-progress"
 

@@ -243,6 +243,10 @@ class GatewaySettings(PinnedImage):
         False, Flag(), "A prometheus-operator `ServiceMonitor` scraping them (needs the CRD)."
     )
     database_port: int = setting(5432, Whole(1, 65535), "Opened in the gateway's egress when `databaseUrl` is set.")
+    api_docs: bool = setting(
+        False, Flag(), "Serve LiteLLM's Swagger UI, ReDoc and `/openapi.json` (to anyone who reaches the gateway)."
+    )
+    admin_ui: bool = setting(False, Flag(), "Serve LiteLLM's admin UI (needs `databaseUrl`; useless without one).")
     dns_ports: tuple[int, ...] = setting(
         (53,),
         ListOf(Whole(1, 65535), most=4),
@@ -361,6 +365,12 @@ def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing", database
     settings = parse_object(Settings, "", public, also_known=SECRET_CONFIG_KEYS)
     _check_openai_key(settings, openai_key)
     _check_not_plaintext(DATABASE_URL_CONFIG, database_url)
+    if settings.gateway.admin_ui and database_url != "secret":
+        raise ConfigError(
+            "gateway.adminUi",
+            True,
+            f"the admin UI needs a database: set `pulumi config set --secret {config_key(DATABASE_URL_CONFIG)} <url>`",
+        )
     return replace(settings, database=database_url == "secret")
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from components.fallback import failover_chain, gateway_files
+from components.fallback import failover_chain, gateway_environment, gateway_files
 from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER
 from components.settings import Settings
 from drill.client import DRILL_MASTER_KEY, chat
@@ -108,9 +108,9 @@ class Drill:
         self.log_path = self.workdir / "proxy.log"
         env = {
             **os.environ,
+            **gateway_environment(self.settings.gateway, failover_chain(self.settings)),
             MASTER_KEY_ENV: self.master_key,
             OPENAI_KEY_ENV: self.openai_key,
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_LOG": os.environ.get("DRILL_LITELLM_LOG", "ERROR"),  # INFO or DEBUG to investigate
             "NO_PROXY": "*",
         }

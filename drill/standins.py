@@ -278,6 +278,35 @@ class StandIn:
         self.generated_tokens += 1
 
 
+CONTEXT_TOKENS = 32768  # the stand-in model's context length, as vLLM reports it
+
+
+def vllm_validation_error(body: Any) -> str | None:
+    """What vLLM's request model (`ChatCompletionRequest`, pydantic) and its context check refuse
+    with a 400, in the stand-in's own words; None for a request vLLM would take. Unknown fields are
+    ignored, as vLLM ignores them."""
+    if not isinstance(body, dict):
+        return "Input should be a valid dictionary"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        return "messages: Input should be a valid list of messages with a role"
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        return "max_tokens must be at least 1"
+    if isinstance(max_tokens, int) and max_tokens + 5 > CONTEXT_TOKENS:
+        return (
+            f"This model's maximum context length is {CONTEXT_TOKENS} tokens. However, you requested "
+            f"{max_tokens + 5} tokens (5 in the messages, {max_tokens} in the completion)."
+        )
+    top_p = body.get("top_p")
+    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+        return f"top_p must be in (0, 1], got {top_p}."
+    temperature = body.get("temperature")
+    if temperature is not None and (not isinstance(temperature, int | float) or temperature < 0):
+        return f"temperature must be non-negative, got {temperature}."
+    return None
+
+
 class OpenAIStandIn(StandIn):
     """POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health."""
 
@@ -312,6 +341,11 @@ class OpenAIStandIn(StandIn):
         body, kind, failed = await self._begin(request)
         if failed is not None:
             return failed
+        invalid = vllm_validation_error(body)
+        if invalid is not None:
+            self.served["invalid"] += 1
+            error = {"object": "error", "message": invalid, "type": "BadRequestError", "param": None, "code": 400}
+            return web.json_response(error, status=400)
         created = int(time.time())
         ident = f"chatcmpl-{self.tier}-{self.served[kind + '-received']}"
         words = self.words()

@@ -84,12 +84,38 @@ def _error(status: int, message: str, error_type: str, reason: str) -> HTTPExcep
     return error
 
 
+def _unauthorized(message: str) -> HTTPException:
+    """401 in OpenAI's format. On LiteLLM's auth path the body's `type` is always `auth_error` and
+    its `code` the status (auth_exception_handler._as_proxy_exception); the message says what is wrong."""
+    error = HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
+    error.param = None
+    return error
+
+
+def _auth_failure(exception: Exception) -> HTTPException | None:
+    """The client's key is missing, malformed or not valid: a 401 that says which, never a 503
+    (a client told to retry an outage that does not exist retries forever) and never the key."""
+    text = str(exception)
+    if "No api key passed in" in text:
+        return _unauthorized("No API key was sent: send the gateway's key as `Authorization: Bearer <key>`.")
+    if "Malformed API Key passed in" in text:
+        return _unauthorized("The Authorization header is malformed: expected `Authorization: Bearer <key>`.")
+    # Without a database the master key is the only key, and LiteLLM answers any other one with
+    # 400 "No connected db."; with one, an unknown key is "Invalid proxy server token passed".
+    if getattr(exception, "type", None) == "no_db_connection" or "Invalid proxy server token" in text:
+        return _unauthorized("The API key is not valid for this gateway.")
+    return None
+
+
 class HonestErrors(CustomLogger):
     async def async_post_call_failure_hook(
         self, request_data, original_exception, user_api_key_dict, traceback_str=None
     ) -> HTTPException | None:
+        auth = _auth_failure(original_exception)
+        if auth is not None:
+            return auth
         if isinstance(original_exception, ProxyException | HTTPException):
-            return None  # the gateway's own answers (auth, budgets, bad routes) are already right
+            return None  # the gateway's own answers (budgets, bad routes, request checks) are already right
         text = str(original_exception)
         client_status = _client_error_status(original_exception, text)
         if client_status is not None:

@@ -160,11 +160,21 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
     for module in GATEWAY_MODULES:
         assert data[module.name] == module.read_text()
     assert sorted(data) == sorted([CONFIG_FILE_NAME, *(module.name for module in GATEWAY_MODULES)])
-    assert {m.name for m in GATEWAY_MODULES} == {"vllm_progress.py", "honest_errors.py", "cloud_guard.py"}
+    assert {m.name for m in GATEWAY_MODULES} == {
+        "vllm_progress.py",
+        "honest_errors.py",
+        "cloud_guard.py",
+        "request_check.py",
+    }
     config = yaml.safe_load(data[CONFIG_FILE_NAME])
     handlers = config["litellm_settings"]["custom_provider_map"]
     assert handlers == [{"provider": "vllm-progress", "custom_handler": "vllm_progress.handler"}]
-    assert config["litellm_settings"]["callbacks"] == ["honest_errors.handler", "cloud_guard.handler", "prometheus"]
+    assert config["litellm_settings"]["callbacks"] == [
+        "request_check.handler",
+        "honest_errors.handler",
+        "cloud_guard.handler",
+        "prometheus",
+    ]
     assert config["model_list"][0]["litellm_params"]["model"].startswith("vllm-progress/")
     mount = container(default_run, "litellm")["volumeMounts"][0]
     assert mount["mountPath"] == "/etc/litellm" and "subPath" not in mount  # the whole directory
