@@ -28,6 +28,12 @@ MAIN = ROOT / "__main__.py"
 # The SDK wraps a secret as {SIGNATURE_KEY: SECRET_SIGNATURE, "value": ...} (pulumi/runtime/rpc.py).
 SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
+# The type tokens the tests look registrations up by.
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+SECRET = "kubernetes:core/v1:Secret"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 MASTER_KEY_CANARY = "MASTERCANARY0123456789abcdefghijklmnopqrstuvwxyzAB"  # 48 chars, like the real one
 
 

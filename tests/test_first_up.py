@@ -17,13 +17,9 @@ from components import kube
 from components.fallback import longest_answer_seconds
 from components.litellm import IMAGE_USER, PRE_STOP_SECONDS, TEARDOWN_SECONDS
 from components.stack_files import stack_config
-from pulumi_harness import auto_name, run_program
+from pulumi_harness import CONFIG_MAP, DEPLOYMENT, NETWORK_POLICY, SECRET, auto_name, run_program
 
 KEY = {"openaiApiKey": "sk-first-up-test"}
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-SECRET = "kubernetes:core/v1:Secret"
-NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
 
 @pytest.fixture(scope="module")

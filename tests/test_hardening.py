@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pulumi_harness import run_program
+from pulumi_harness import DEPLOYMENT, NETWORK_POLICY, run_program
 
 KEY = {"openaiApiKey": "sk-hardening-test"}
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 RECOMMENDED_LABELS = {
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",

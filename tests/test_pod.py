@@ -20,7 +20,7 @@ from components.stack_files import stack_config, stack_settings
 from drill.client import chat
 from drill.pod import EmulatedPod, bubblewrap
 from drill.runner import Drill
-from pulumi_harness import MASTER_KEY_CANARY, auto_name, run_program
+from pulumi_harness import DEPLOYMENT, MASTER_KEY_CANARY, auto_name, run_program
 
 pytestmark = [
     pytest.mark.drill,
@@ -29,7 +29,6 @@ pytestmark = [
 
 OPENAI_TEST_KEY = "sk-pod-test-openai-key"
 MASTER_KEY = f"sk-{MASTER_KEY_CANARY}"  # what the mocked RandomPassword makes the master key
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 ANSWER_SECONDS = 47  # SIGTERM comes 12 s in (2 s + the 10 s preStop pause)
 
 

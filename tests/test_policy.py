@@ -7,13 +7,12 @@ import pytest
 import yaml
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
-from pulumi_harness import ROOT, Registration, run_program
+from pulumi_harness import CONFIG_MAP, ROOT, Registration, run_program
 
 sys.path.insert(0, str(ROOT / "policy"))
 import rules
 
 KEY = {"openaiApiKey": "sk-policy-test-0123456789abcdef"}
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 
 
 def violations(resources: list[Registration]) -> list[tuple[str, str, str]]:

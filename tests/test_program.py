@@ -9,8 +9,12 @@ import yaml
 from components.fallback import config_checksum
 from components.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE
 from pulumi_harness import (
+    CONFIG_MAP,
+    DEPLOYMENT,
     MASTER_KEY_CANARY,
     ROOT,
+    SECRET,
+    SERVICE,
     auto_name,
     run_program,
     run_program_expecting_error,
@@ -20,10 +24,6 @@ from pulumi_harness import (
 
 OPENAI_KEY_CANARY = "sk-OPENAICANARY-7f3a9c2e51d04b8a"
 KEY = {"openaiApiKey": OPENAI_KEY_CANARY}
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-SERVICE = "kubernetes:core/v1:Service"
-SECRET = "kubernetes:core/v1:Secret"
-CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 KUBERNETES_VERSION = "1.33"
 
 

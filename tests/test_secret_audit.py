@@ -12,11 +12,10 @@ from components.stack_files import stack_settings
 from drill import demo
 from drill.client import chat
 from drill.runner import Drill
-from pulumi_harness import MASTER_KEY_CANARY, run_program, run_program_expecting_error
+from pulumi_harness import MASTER_KEY_CANARY, SECRET, run_program, run_program_expecting_error
 
 OPENAI_CANARY = "sk-CANARYopenai7c1e9f04b2d6a8"
 CANARIES = (OPENAI_CANARY, MASTER_KEY_CANARY)
-SECRET = "kubernetes:core/v1:Secret"
 
 
 def leaks(text: str) -> list[str]:
