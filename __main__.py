@@ -12,7 +12,9 @@ from components import kube
 from components.fallback import chain_names, failover_chain, gateway_files, gateway_url
 from components.ingress import GatewayIngress, IngressArgs
 from components.litellm import LiteLLMArgs, LiteLLMGateway
+from components.monitoring import GatewayMonitoring, MonitoringArgs
 from components.names import PROJECT
+from components.observability import dashboard, prometheus_rule_spec
 from components.ollama import OllamaArgs, OllamaBackend
 from components.stack_config import database_url, load_settings, openai_api_key
 from components.vllm import VllmArgs, VllmBackend
@@ -51,6 +53,9 @@ gateway = LiteLLMGateway(
 )
 if settings.ingress.enabled:
     GatewayIngress("ingress", IngressArgs(settings.ingress, placement), opts=on_cluster)
+if settings.alerts.enabled or settings.alerts.dashboard:
+    monitoring = MonitoringArgs(settings.alerts, prometheus_rule_spec(settings), dashboard(settings), placement)
+    GatewayMonitoring("monitoring", monitoring, opts=on_cluster)
 
 pulumi.export("gatewayUrl", gateway_url(settings))
 pulumi.export("modelName", settings.gateway.model_name)

@@ -296,6 +296,27 @@ class IngressSettings:
 
 
 @dataclass(frozen=True)
+class AlertsSettings:
+    enabled: bool = setting(
+        False, Flag(), "A prometheus-operator `PrometheusRule` with the chain's alerts (needs the CRD)."
+    )
+    dashboard: bool = setting(
+        False,
+        Flag(),
+        'A Grafana dashboard ConfigMap (label `grafana_dashboard: "1"`, kube-prometheus-stack\'s sidecar).',
+    )
+    gpu_idle_minutes: int = setting(
+        15, Whole(5, 1440), "Alert when the GPU tier has answered nothing for this long while requests arrive."
+    )
+    window_minutes: int = setting(
+        5, Whole(1, 60), "Window of the other alerts (cloud serving, guard rejecting, no tier, Ollama failing)."
+    )
+    rule_labels: Mapping[str, str] = setting(
+        EMPTY_MAP, LABELS, "Labels your Prometheus' ruleSelector wants, e.g. `{release: kube-prometheus-stack}`."
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     namespace: str = setting(PROJECT, DNS_LABEL, "Namespace for everything.")
     create_namespace: bool = setting(
@@ -320,6 +341,7 @@ class Settings:
         None, DIRECTORY, "Render every manifest as YAML into this directory instead of applying it."
     )
     ingress: IngressSettings = setting(None, Nested(IngressSettings), "Reaching the gateway from outside.")
+    alerts: AlertsSettings = setting(None, Nested(AlertsSettings), "Alerts and a dashboard for operators.")
     database: bool = derived(False)  # `databaseUrl` set (as a secret): LiteLLM's database features on
 
     @property
@@ -365,6 +387,10 @@ def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing", database
     settings = parse_object(Settings, "", public, also_known=SECRET_CONFIG_KEYS)
     _check_openai_key(settings, openai_key)
     _check_not_plaintext(DATABASE_URL_CONFIG, database_url)
+    if (settings.alerts.enabled or settings.alerts.dashboard) and not settings.gateway.metrics:
+        raise ConfigError(
+            "gateway.metrics", False, "alerts and the dashboard read the gateway's metrics: leave it true"
+        )
     if settings.gateway.admin_ui and database_url != "secret":
         raise ConfigError(
             "gateway.adminUi",

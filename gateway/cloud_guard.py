@@ -18,8 +18,22 @@ from collections import deque
 
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
+from prometheus_client import REGISTRY, Counter
+
+
+def gateway_counter(name: str, documentation: str, labels: list[str]) -> Counter:
+    """One counter per process, however often this file is loaded (LiteLLM execs it by path)."""
+    try:
+        return Counter(name, documentation, labels)
+    except ValueError:  # registered by an earlier load of this file
+        return REGISTRY._names_to_collectors[f"{name}_total"]
+
 
 MINUTE = 60.0
+# Served at /metrics/ with LiteLLM's own metrics: a cloud call the guard refused, by limit.
+REJECTIONS = gateway_counter(
+    "llm_gateway_cloud_guard_rejections", "Cloud calls refused by the spend guard, by the limit reached", ["limit"]
+)
 
 
 class _Window:
@@ -45,7 +59,8 @@ class CloudGuard(CustomLogger):
         self.tokens = _Window()
         self.spend = _Window()
 
-    def _refuse(self, deployment: dict, why: str) -> litellm.RateLimitError:
+    def _refuse(self, deployment: dict, limit: str, why: str) -> litellm.RateLimitError:
+        REJECTIONS.labels(limit=limit).inc()
         model = (deployment.get("litellm_params") or {}).get("model", "cloud")
         return litellm.RateLimitError(message=f"cloud tier spend guard: {why}", llm_provider="openai", model=model)
 
@@ -57,11 +72,11 @@ class CloudGuard(CustomLogger):
         rpm, tpm = limits.get("rpm"), limits.get("tpm")
         budget, period = limits.get("max_budget_usd"), limits.get("budget_period_seconds")
         if rpm is not None and self.requests.total(MINUTE, now) >= rpm:
-            raise self._refuse(deployment, f"{rpm} requests per minute reached")
+            raise self._refuse(deployment, "rpm", f"{rpm} requests per minute reached")
         if tpm is not None and self.tokens.total(MINUTE, now) >= tpm:
-            raise self._refuse(deployment, f"{tpm} tokens per minute reached")
+            raise self._refuse(deployment, "tpm", f"{tpm} tokens per minute reached")
         if budget is not None and self.spend.total(period, now) >= budget:
-            raise self._refuse(deployment, f"budget of ${budget} per {period:g} s reached")
+            raise self._refuse(deployment, "budget", f"budget of ${budget} per {period:g} s reached")
         self.requests.add(1, now)
         return None
 

@@ -16,6 +16,25 @@ import re
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
+from prometheus_client import REGISTRY, Counter
+
+
+def gateway_counter(name: str, documentation: str, labels: list[str]) -> Counter:
+    """One counter per process, however often this file is loaded (LiteLLM execs it by path)."""
+    try:
+        return Counter(name, documentation, labels)
+    except ValueError:  # registered by an earlier load of this file
+        return REGISTRY._names_to_collectors[f"{name}_total"]
+
+
+# Served at /metrics/ with LiteLLM's own metrics (same registry): what the client was told, by
+# reason. LiteLLM counts the failed request against the first tier's error (a vLLM 500), which
+# does not say whether the chain was out of tiers, rate-limited or refused by the cloud.
+FAILED_REQUESTS = gateway_counter(
+    "llm_gateway_failed_requests",
+    "Requests answered with an error by the gateway, by the reason the client was given",
+    ["reason", "status"],
+)
 
 # The marker components/fallback.py puts in the model_info of the tier outside the cluster.
 LEAVES_CLUSTER = "leaves_cluster"
@@ -77,6 +96,7 @@ def _cloud_cooldown_status() -> str | None:
 def _error(status: int, message: str, error_type: str, reason: str) -> HTTPException:
     """LiteLLM turns this into OpenAI's error body: message, type (read from `.type`), code (the
     status) and `provider_specific_fields` (here: the machine-readable reason)."""
+    FAILED_REQUESTS.labels(reason=reason, status=str(status)).inc()
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (429, 503) else None
     error = HTTPException(status_code=status, detail=message, headers=headers)
     error.type = error_type

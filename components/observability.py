@@ -1,0 +1,171 @@
+"""What operators are told and shown: alert rules and a Grafana dashboard, from the chain.
+
+Pure: no Pulumi import. Every expression uses metric names and labels the real proxy exports (the
+drill scrapes them after real failovers and `promtool test rules` runs these rules on that data):
+LiteLLM's own per-deployment counters (label `model_id` = the tier id, `requested_model` = the model
+group) and the two the gateway's plugins add: `llm_gateway_failed_requests_total{reason}`
+(gateway/honest_errors.py) and `llm_gateway_cloud_guard_rejections_total{limit}`
+(gateway/cloud_guard.py). The tiers are read from the chain, never spelled out: the GPU tier is the
+first, Ollama the last one inside the cluster, the cloud the one outside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.fallback import Tier, failover_chain
+from components.names import PROJECT
+from components.settings import Settings
+
+DASHBOARD_UID = "llm-gateway-failover"
+# Requests clients sent (LiteLLM's health probes carry route "None").
+CLIENT_REQUESTS = 'litellm_proxy_total_requests_metric_total{route!="None"}'
+
+
+def _served(tier: Tier, window: str) -> str:
+    return f'sum(increase(litellm_deployment_success_responses_total{{model_id="{tier.name}"}}[{window}]))'
+
+
+def _fell_back_from(tier: Tier, window: str) -> str:
+    """Requests that left `tier` for the next one: it failed them (refused, 5xx, hung). Added, not
+    `or`-ed: the two counters carry the same labels, and `or` would drop one of them."""
+    selector = f'{{requested_model="{tier.group}"}}[{window}]'
+    return (
+        f"(sum(increase(litellm_deployment_successful_fallbacks_total{selector})) or vector(0))"
+        f" + (sum(increase(litellm_deployment_failed_fallbacks_total{selector})) or vector(0))"
+    )
+
+
+def _failed(reason: str, window: str) -> str:
+    return f'sum(increase(llm_gateway_failed_requests_total{{reason="{reason}"}}[{window}]))'
+
+
+def _rule(name: str, expr: str, severity: str, summary: str, description: str) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "labels": {"severity": severity, "part_of": PROJECT},
+        "annotations": {"summary": summary, "description": description},
+    }
+
+
+def alert_rules(settings: Settings) -> list[dict[str, Any]]:
+    """The rules of the PrometheusRule's one group (also what `promtool test rules` runs)."""
+    chain = failover_chain(settings)
+    gpu, local_last = chain[0], [tier for tier in chain if tier.in_cluster][-1]
+    cloud = [tier for tier in chain if not tier.in_cluster]
+    idle, window = f"{settings.alerts.gpu_idle_minutes}m", f"{settings.alerts.window_minutes}m"
+    rules = [
+        _rule(
+            "LlmGatewayGpuTierNotServing",
+            f"sum(increase({CLIENT_REQUESTS}[{idle}])) > 0 unless on() {_served(gpu, idle)} > 0",
+            "warning",
+            f"The GPU tier ({gpu.name}) has answered nothing for {idle} while requests arrive",
+            "Gaming Mode that was never ended, a lost GPU, or vLLM failing: every answer comes from a slower tier.",
+        ),
+        _rule(
+            "LlmGatewayNoTierAvailable",
+            f"{_failed('no_tier_available', window)} > 0",
+            "critical",
+            "Requests fail: no inference tier could answer them",
+            "Clients get 503 no_tier_available: every tier of the chain refused, failed or is cooling down.",
+        ),
+    ]
+    if local_last is not chain[-1]:
+        down = f"{_fell_back_from(local_last, window)} > 0"
+    else:  # no tier after it: its failures are the gateway's failures
+        down = f"{_failed('no_tier_available', window)} > 0"
+    rules.append(
+        _rule(
+            "LlmGatewayOllamaDown",
+            down,
+            "critical",
+            f"The last local tier ({local_last.name}) is failing requests",
+            "The CPU tier is the last line of defence inside the cluster; after it, prompts leave the cluster.",
+        )
+    )
+    for tier in cloud:
+        rules.append(
+            _rule(
+                "LlmGatewayCloudServing",
+                f"{_served(tier, window)} > 0",
+                "warning",
+                f"The cloud tier ({tier.name}) is answering: prompts are leaving the cluster",
+                "Both local tiers were unavailable for these requests. Check vLLM and Ollama.",
+            )
+        )
+        rules.append(
+            _rule(
+                "LlmGatewaySpendGuardRejecting",
+                f"sum(increase(llm_gateway_cloud_guard_rejections_total[{window}])) > 0",
+                "warning",
+                "The cloud spend guard is refusing requests (429 cloud_rate_limited)",
+                "A cloud limit (openai.rpm, openai.tpm or openai.maxBudgetUsd) is reached while local tiers are down.",
+            )
+        )
+    return rules
+
+
+def prometheus_rule_spec(settings: Settings) -> dict[str, Any]:
+    return {"groups": [{"name": PROJECT, "rules": alert_rules(settings)}]}
+
+
+def dashboard_queries(settings: Settings) -> dict[str, str]:
+    """Panel title → PromQL, every query over the metrics above."""
+    chain = failover_chain(settings)
+    cloud = [tier for tier in chain if not tier.in_cluster]
+    queries = {
+        "Requests per second by tier": (
+            'sum by (model_id) (rate(litellm_deployment_success_responses_total{model_id!=""}[5m]))'
+        ),
+        "Latency p95 by tier (seconds)": (
+            "histogram_quantile(0.95, sum by (le, model_id) "
+            '(rate(litellm_llm_api_latency_metric_bucket{model_id!=""}[5m])))'
+        ),
+        "Failovers per second (from → to)": (
+            "sum by (requested_model, fallback_model) (rate(litellm_deployment_successful_fallbacks_total[5m]))"
+        ),
+        "Failed requests by reason": "sum by (reason) (rate(llm_gateway_failed_requests_total[5m]))",
+        "vLLM probe and cooldown state (0 healthy, 1 partial, 2 outage)": (
+            f'max by (model_id) (litellm_deployment_state{{model_id="{chain[0].name}"}})'
+        ),
+    }
+    if cloud:
+        ids = "|".join(tier.name for tier in cloud)
+        queries["Cloud share of answers"] = (
+            f'sum(rate(litellm_deployment_success_responses_total{{model_id=~"{ids}"}}[1h])) '
+            '/ sum(rate(litellm_deployment_success_responses_total{model_id!=""}[1h]))'
+        )
+        queries["Cloud spend (USD, 24 h)"] = f'sum(increase(litellm_spend_metric_total{{model_id=~"{ids}"}}[24h]))'
+        queries["Spend guard rejections by limit"] = (
+            "sum by (limit) (increase(llm_gateway_cloud_guard_rejections_total[1h]))"
+        )
+    return queries
+
+
+def dashboard(settings: Settings) -> dict[str, Any]:
+    """A Grafana dashboard (schema 39) for kube-prometheus-stack's sidecar."""
+    panels = []
+    for index, (title, expr) in enumerate(dashboard_queries(settings).items()):
+        panels.append(
+            {
+                "id": index + 1,
+                "type": "timeseries",
+                "title": title,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
+                "targets": [{"refId": "A", "expr": expr, "legendFormat": "__auto"}],
+            }
+        )
+    return {
+        "uid": DASHBOARD_UID,
+        "title": f"{PROJECT}: tiers and failover",
+        "tags": [PROJECT],
+        "schemaVersion": 39,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "30s",
+        "templating": {
+            "list": [{"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}]
+        },
+        "panels": panels,
+    }

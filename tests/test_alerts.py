@@ -1,0 +1,120 @@
+"""Alerts and the dashboard, on the metrics the real proxy exports through real failovers.
+
+`promtool check rules` on the rendered rules; then the drill runs the phases of drill/capture.py
+on the real proxy, scrapes its metrics after each, and `promtool test rules` checks every alert
+fires in the phase that should fire it and in no other, and that every dashboard query returns data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from components.observability import alert_rules, dashboard, dashboard_queries, prometheus_rule_spec
+from components.settings import parse_settings
+from components.stack_files import stack_settings
+from drill.capture import PHASES, metric_names, phase_end_minute, run_phases
+from drill.runner import Drill
+from pulumi_harness import CONFIG_MAP, run_program
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool comes with Debian's prometheus (scripts/test)")
+SETTINGS = stack_settings("dev")
+# rpm counts every call the guard lets through, refused ones too (one or two in "nothing answers",
+# depending on whether the second found the cloud cooling down): of the 4 requests of the cloud
+# phase, the first is answered and the last refused.
+GUARDED = dataclasses.replace(SETTINGS, openai=dataclasses.replace(SETTINGS.openai, rpm=3))
+# The phase (index into PHASES) at whose end each alert must be firing; at every other phase end
+# it must not be. The GPU alert's window is 15 minutes, three phases: it is checked from phase 3 on.
+FIRES_IN = {
+    "LlmGatewayNoTierAvailable": {2},
+    "LlmGatewayOllamaDown": {2, 3},
+    "LlmGatewayCloudServing": {3},
+    "LlmGatewaySpendGuardRejecting": {3},
+    "LlmGatewayGpuTierNotServing": {3},
+}
+CHECKED_FROM = {"LlmGatewayGpuTierNotServing": 3}
+
+
+def write_rules(tmp_path, settings) -> str:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(prometheus_rule_spec(settings), sort_keys=False))
+    return str(path)
+
+
+@needs_promtool
+def test_promtool_accepts_the_rendered_rules(tmp_path):
+    for settings in (
+        SETTINGS,
+        dataclasses.replace(SETTINGS, openai=dataclasses.replace(SETTINGS.openai, enabled=False)),
+    ):
+        result = subprocess.run([PROMTOOL, "check", "rules", write_rules(tmp_path, settings)], capture_output=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_program_ships_the_rules_and_the_dashboard_when_asked():
+    key = {"openaiApiKey": "sk-alerts-test"}
+    run = run_program({"alerts": {"enabled": True, "dashboard": True, "ruleLabels": {"release": "kps"}}}, key)
+    (rule,) = [r for r in run.resources if r.type == "kubernetes:monitoring.coreos.com/v1:PrometheusRule"]
+    assert rule.inputs["spec"] == prometheus_rule_spec(stack_settings_default())
+    assert rule.inputs["metadata"]["labels"]["release"] == "kps"
+    board = run.one(CONFIG_MAP, "litellm-dashboard").inputs
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(board["data"]["llm-gateway.json"]) == dashboard(stack_settings_default())
+    assert not [r for r in run_program({}, key).resources if "PrometheusRule" in r.type]
+
+
+def stack_settings_default():
+    return parse_settings({"alerts": {"enabled": True, "dashboard": True}}, openai_key="secret")
+
+
+@pytest.mark.drill
+@needs_promtool
+def test_every_alert_fires_in_its_phase_on_the_real_proxys_metrics(tmp_path):
+    with Drill(GUARDED) as drill:
+        capture = run_phases(drill)
+    statuses = capture.statuses
+    print(f"\n[alerts] phases {[title for title, _, _ in PHASES]} answered {statuses}")
+    assert statuses[2] == [503, 503] and statuses[3][0] == 200 and statuses[3][-1] == 429  # as they say
+    rules = alert_rules(GUARDED)
+    queries = dashboard_queries(GUARDED)
+    names = metric_names([rule["expr"] for rule in rules] + list(queries.values()))
+    alert_tests = []
+    for rule in rules:
+        for phase in range(CHECKED_FROM.get(rule["alert"], 0), len(PHASES)):
+            firing = phase in FIRES_IN[rule["alert"]]
+            expected = [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}] if firing else []
+            alert_tests.append(
+                {"eval_time": f"{phase_end_minute(phase)}m", "alertname": rule["alert"], "exp_alerts": expected}
+            )
+    # Every dashboard query returns data at the end of the phase where the cloud answered.
+    dashboard_tests = [
+        {"expr": f"absent({expr})", "eval_time": f"{phase_end_minute(3)}m", "exp_samples": []}
+        for expr in queries.values()
+    ]
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [write_rules(tmp_path, GUARDED)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": capture.input_series(names),
+                        "alert_rule_test": alert_tests,
+                        "promql_expr_test": dashboard_tests,
+                    }
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    result = subprocess.run([PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True)
+    print(f"[alerts] promtool: {len(alert_tests)} alert checks, {len(dashboard_tests)} dashboard queries")
+    assert result.returncode == 0, result.stdout + result.stderr
