@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 
@@ -20,6 +21,7 @@ from components.stack_files import stack_settings
 from drill.client import chat
 from drill.runner import DRILL_MASTER_KEY, Drill
 from drill.saturation import ANSWER_SECONDS, CONCURRENT, SLOTS, freeze_under_load, tokens_per_second
+from drill.timeline import Timeline
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -71,25 +73,34 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def timed_requests(drill: Drill, count: int) -> list[float]:
-    return [chat(drill.url, drill.settings.gateway.model_name, timeout=60).seconds for _ in range(count)]
+def timed_requests(drill: Drill, count: int, timeline: Timeline) -> list[float]:
+    seconds = []
+    for _ in range(count):
+        sent_at = timeline.now()
+        answer = chat(drill.url, drill.settings.gateway.model_name, timeout=60)
+        timeline.record(sent_at, answer.seconds, answer.tier, answer.status)
+        seconds.append(answer.seconds)
+    return seconds
 
 
-def failover_rows(drill: Drill) -> list[str]:
+def failover_rows(drill: Drill, timeline: Timeline) -> list[str]:
     vllm = drill.standins["vllm"]
     rows = []
     for mode, label in (("down", "refused vLLM (Gaming Mode)"), ("hang", "hung vLLM, request in flight")):
         drill.all_up()
         drill.wait_for_tier("vllm", 30)
         vllm.set_mode(mode)
-        first, *rest = timed_requests(drill, 11)
+        timeline.phase(label.split(",")[0])
+        first, *rest = timed_requests(drill, 11, timeline)
         rows.append(
             f"| failover, {label} | first {first:.3f} s; next 10: median {statistics.median(rest):.3f} s, "
             f"max {max(rest):.3f} s |"
         )
     vllm.set_mode("up")
+    timeline.phase("vLLM back")
     started = time.monotonic()
     drill.wait_for_tier("vllm", 60)
+    timed_requests(drill, 5, timeline)
     rows.append(f"| recovery after a hang (vLLM back → served by vLLM) | {time.monotonic() - started:.1f} s |")
     drill.all_up()
     return rows
@@ -135,12 +146,15 @@ def busy_gpu_rows(drill: Drill) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=320, help="requests per overhead measurement")
+    parser.add_argument("--picture", type=Path, default=Path("benchmark-failover.png"), help="failover timeline PNG")
     args = parser.parse_args()
     settings = stack_settings("dev")
     rows = ["| measurement | figure |", "|---|---|"]
     with Drill(settings) as progress:
         rows += overhead_rows(progress, "1 worker", total=args.requests)
-        rows += failover_rows(progress)
+        timeline = Timeline()
+        rows += failover_rows(progress, timeline)
+        timeline.draw(args.picture, "Benchmark failover: refused, then hung vLLM, then back")
         rows += busy_gpu_rows(progress)
         with Drill(settings, vllm_path="plain") as plain:
             rows += overhead_rows(plain, "1 worker, plain openai/ path", total=args.requests)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from components.stack_files import stack_settings
+from components.stack_files import ROOT, stack_settings
 from drill.client import chat
 from drill.runner import Drill
+from drill.timeline import Timeline
+
+PICTURE = ROOT / "docs" / "failover-timeline.png"
 
 STEPS = (
     ("all tiers up", {}),
@@ -26,16 +30,20 @@ STEPS = (
 )
 
 
-def run_step(drill: Drill, title: str, modes: dict[str, str], requests: int = 3) -> None:
+def run_step(drill: Drill, title: str, modes: dict[str, str], timeline: Timeline, requests: int = 6) -> None:
     drill.all_up()
     for tier, mode in modes.items():
         drill.standins[tier].set_mode(mode)
     cloud_before = drill.cloud.client_requests if drill.cloud else 0
     print(f"\n== {title}")
+    timeline.phase(title.split(":")[0].split(",")[0])
     for index in range(requests):
         prompt = f"demo request {index + 1}"
+        sent_at = timeline.now()
         answer = chat(drill.url, drill.settings.gateway.model_name, prompt=prompt, timeout=60, api_key=drill.master_key)
+        timeline.record(sent_at, answer.seconds, answer.tier, answer.status)
         print(f"   request {index + 1}: HTTP {answer.status} from {answer.tier or '-':7s} in {answer.seconds:6.3f} s")
+        time.sleep(0.5)
     cloud_after = drill.cloud.client_requests if drill.cloud else 0
     print(f"   prompts sent to the cloud in this step: {cloud_after - cloud_before}")
 
@@ -43,20 +51,27 @@ def run_step(drill: Drill, title: str, modes: dict[str, str], requests: int = 3)
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the gateway locally against stand-in tiers.")
     parser.add_argument("--serve", action="store_true", help="keep the gateway running after the walkthrough")
+    parser.add_argument("--picture", type=Path, default=PICTURE, help="where to draw the failover timeline (PNG)")
     args = parser.parse_args()
     settings = stack_settings("dev")
     print("Starting the LiteLLM proxy on the dev stack's rendered config (about 10-15 s)...")
     with Drill(settings) as drill:
         print(f"Gateway: {drill.url}  (model {settings.gateway.model_name!r})")
+        timeline = Timeline()
         for title, modes in STEPS:
-            run_step(drill, title, modes)
+            run_step(drill, title, modes, timeline)
             if "hang" in modes.values():
                 # A hang cools the tier down (a refusal does not): the next step waits it out.
+                timeline.phase("vLLM back, cooling down")
                 drill.all_up()
                 print(
                     f"\n   (vLLM answers again; its cooldown of {settings.gateway.cooldown_seconds} s runs out first)"
                 )
                 time.sleep(settings.gateway.cooldown_seconds + 1)
+        picture = timeline.draw(
+            args.picture, "Failover through the real LiteLLM proxy (dev stack config, stand-in tiers)"
+        )
+        print(f"\nThe failover timeline (each request: send time, latency, the tier that answered): {picture}")
         if args.serve:
             drill.all_up()
             print(
