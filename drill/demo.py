@@ -30,7 +30,10 @@ STEPS = (
 )
 
 
-def run_step(drill: Drill, title: str, modes: dict[str, str], timeline: Timeline, requests: int = 6) -> None:
+def run_step(
+    drill: Drill, title: str, modes: dict[str, str], timeline: Timeline | None = None, requests: int = 6
+) -> None:
+    timeline = timeline or Timeline()
     drill.all_up()
     for tier, mode in modes.items():
         drill.standins[tier].set_mode(mode)
