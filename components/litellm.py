@@ -98,7 +98,9 @@ class LiteLLMGateway(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=self._metadata(GATEWAY_SERVICE, annotations=annotations),
             spec={
-                "replicas": gateway.replicas,
+                # With the autoscaler on, the count is its: Pulumi does not set it (or every `pulumi up`
+                # would reset what the autoscaler chose).
+                **({} if gateway.autoscaling.enabled else {"replicas": gateway.replicas}),
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "selector": {"matchLabels": selector},
                 "template": {
@@ -115,7 +117,9 @@ class LiteLLMGateway(pulumi.ComponentResource):
             spec=kube.cluster_ip_service_spec(selector, GATEWAY_PORT, "http"),
             opts=self._child,
         )
-        if gateway.replicas >= 2:
+        if gateway.autoscaling.enabled:
+            self._autoscaler(gateway, deployment.metadata.name)
+        if gateway.fewest_replicas >= 2:
             # Drains and upgrades keep one gateway answering. Not with one replica: the PDB would
             # block every node drain.
             k8s.policy.v1.PodDisruptionBudget(
@@ -153,6 +157,35 @@ class LiteLLMGateway(pulumi.ComponentResource):
             metadata={"namespace": self._namespace, "labels": self._labels},
             type="Opaque",
             string_data={env_name: pulumi.Output.secret(value)},
+            opts=self._child,
+        )
+
+    def _autoscaler(self, gateway: GatewaySettings, deployment: pulumi.Input[str]) -> None:
+        scaling = gateway.autoscaling
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{self._name}-autoscaler",
+            metadata=self._metadata(GATEWAY_SERVICE),
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                "minReplicas": scaling.min_replicas,
+                "maxReplicas": scaling.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": scaling.cpu_target_percent},
+                        },
+                    }
+                ],
+                "behavior": {
+                    # Removing a pod ends its streams after a drain: slowly, one at a time.
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+                        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                    }
+                },
+            },
             opts=self._child,
         )
 

@@ -211,12 +211,34 @@ def probe_timeout_seconds(health_check_interval_seconds: int) -> int:
 
 
 @dataclass(frozen=True)
+class AutoscalingSettings:
+    enabled: bool = setting(
+        False, Flag(), "A HorizontalPodAutoscaler owns the gateway's replica count (`gateway.replicas` is then unused)."
+    )
+    min_replicas: int = setting(2, Whole(1, 50), "Fewest gateway pods.")
+    max_replicas: int = setting(6, Whole(1, 100), "Most gateway pods.")
+    cpu_target_percent: int = setting(
+        70, Whole(10, 100), "Average CPU use (of the request) the autoscaler keeps; LiteLLM is CPU-bound."
+    )
+    scale_down_stabilization_seconds: int = setting(
+        300, Whole(0, 3600), "How long load must stay low before pods are removed (and one pod a minute at most)."
+    )
+
+    def check(self, path: str) -> None:
+        if self.enabled and self.min_replicas > self.max_replicas:
+            raise ConfigError(
+                f"{path}.minReplicas", self.min_replicas, f"must be at most maxReplicas ({self.max_replicas})"
+            )
+
+
+@dataclass(frozen=True)
 class GatewaySettings(PinnedImage):
     image: str = setting(
         DEFAULT_LITELLM_IMAGE, IMAGE, "LiteLLM image; kept equal to the tested `litellm` version (a test checks)."
     )
     image_digest: str | None = setting(None, DIGEST, _DIGEST_DOC)
-    replicas: int = setting(2, Whole(1, 20), "Gateway pods.")
+    replicas: int = setting(2, Whole(1, 20), "Gateway pods (without autoscaling).")
+    autoscaling: AutoscalingSettings = setting(None, Nested(AutoscalingSettings), "The gateway's autoscaler.")
     model_name: str = setting(
         "chat",
         MODEL,
@@ -256,6 +278,11 @@ class GatewaySettings(PinnedImage):
     @property
     def probe_timeout_seconds(self) -> int:
         return probe_timeout_seconds(self.health_check_interval_seconds)
+
+    @property
+    def fewest_replicas(self) -> int:
+        """The fewest gateway pods there will be: the autoscaler's minimum, or the fixed count."""
+        return self.autoscaling.min_replicas if self.autoscaling.enabled else self.replicas
 
     def check(self, path: str) -> None:
         if self.service_monitor and not self.metrics:
