@@ -80,13 +80,11 @@ def run_phases(drill: Drill) -> Capture:
     capture = Capture()
     model = drill.settings.gateway.model_name
     for index, (_, modes, requests) in enumerate(PHASES):
-        drill.all_up()
         if index and 503 in capture.statuses[-1]:
             # A request that found no tier cools the cloud down too (its "no deployments" is recorded
             # against the last deployment tried): the next phase starts after that cooldown.
             time.sleep(drill.settings.gateway.cooldown_seconds + 1)
-        for tier, mode in modes.items():
-            drill.standins[tier].set_mode(mode)
+        drill.enter_phase(modes)
         if not modes:
             drill.wait_for_tier("vllm")
         capture.statuses.append([chat(drill.url, model, timeout=30).status for _ in range(requests)])

@@ -34,9 +34,7 @@ def run_step(
     drill: Drill, title: str, modes: dict[str, str], timeline: Timeline | None = None, requests: int = 6
 ) -> None:
     timeline = timeline or Timeline()
-    drill.all_up()
-    for tier, mode in modes.items():
-        drill.standins[tier].set_mode(mode)
+    drill.enter_phase(modes)
     cloud_before = drill.cloud.client_requests if drill.cloud else 0
     print(f"\n== {title}")
     timeline.phase(title.split(":")[0].split(",")[0])

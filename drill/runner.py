@@ -194,6 +194,12 @@ class Drill:
         for standin in self.standins.values():
             standin.set_mode("up")
 
+    def enter_phase(self, modes: dict[str, str]) -> None:
+        """Every tier up but those named, which take the given fault mode."""
+        self.all_up()
+        for tier, mode in modes.items():
+            self.standins[tier].set_mode(mode)
+
     def __enter__(self) -> Drill:
         return self.start()
 

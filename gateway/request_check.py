@@ -41,27 +41,22 @@ def _is_number(value) -> bool:
     return (_is_integer(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _number_between(low: float, high: float):
+def _between(low: float, high: float, whole: bool = False):
+    """A number (a whole one if `whole`) from `low` to `high`; booleans are not numbers here."""
+    is_kind = _is_integer if whole else _is_number
+    expected = (
+        f"expected a whole number from {low} to {high}" if whole else f"expected a number from {low:g} to {high:g}"
+    )
+
     def check(value) -> str | None:
-        if not _is_number(value) or not low <= value <= high:
-            return f"expected a number from {low:g} to {high:g}"
-        return None
+        return expected if not is_kind(value) or not low <= value <= high else None
 
     return check
 
 
-def _integer_between(low: int, high: int):
+def _of_type(kind: type | tuple[type, ...], described: str):
     def check(value) -> str | None:
-        if not _is_integer(value) or not low <= value <= high:
-            return f"expected a whole number from {low} to {high}"
-        return None
-
-    return check
-
-
-def _of_type(kind: type, described: str):
-    def check(value) -> str | None:
-        return None if isinstance(value, kind) and not (kind is int and isinstance(value, bool)) else described
+        return None if isinstance(value, kind) else described
 
     return check
 
@@ -108,17 +103,17 @@ def _messages(value) -> tuple[str, str] | None:
 FIELDS = {
     "stream": _of_type(bool, "expected a boolean"),
     "stream_options": _of_type(dict, "expected an object"),
-    "max_tokens": _integer_between(1, LARGEST_COUNT),
-    "max_completion_tokens": _integer_between(1, LARGEST_COUNT),
-    "n": _integer_between(1, 128),
-    "temperature": _number_between(0, 2),
-    "top_p": _number_between(0, 1),
-    "presence_penalty": _number_between(-2, 2),
-    "frequency_penalty": _number_between(-2, 2),
-    "seed": _integer_between(-(2**63), 2**63 - 1),
+    "max_tokens": _between(1, LARGEST_COUNT, whole=True),
+    "max_completion_tokens": _between(1, LARGEST_COUNT, whole=True),
+    "n": _between(1, 128, whole=True),
+    "temperature": _between(0, 2),
+    "top_p": _between(0, 1),
+    "presence_penalty": _between(-2, 2),
+    "frequency_penalty": _between(-2, 2),
+    "seed": _between(-(2**63), 2**63 - 1, whole=True),
     "stop": _stop,
     "logprobs": _of_type(bool, "expected a boolean"),
-    "top_logprobs": _integer_between(0, 20),
+    "top_logprobs": _between(0, 20, whole=True),
     "user": _of_type(str, "expected a string"),
     "tools": _of_type(list, "expected a list of tools"),
     "tool_choice": _of_type((str, dict), "expected a string or an object"),
