@@ -12,7 +12,8 @@ when the **engine** has made no progress either. The engine's progress is known 
 - every event of every vLLM stream this gateway process has open (`EngineWatch.saw_event`);
 - vLLM's own Prometheus counters at `/metrics` (`vllm:generation_tokens_total`,
   `vllm:prompt_tokens_total`; names from vllm/v1/metrics/loggers.py, v0.11), sampled about twice a
-  second while requests are open, which also shows tokens produced for other gateway replicas.
+  second while a request is quiet (not during ordinary traffic), which also shows tokens produced
+  for other gateway replicas.
 So a request queued behind a full batch stays on vLLM while anyone's tokens flow, and a hung GPU
 (nothing moves for anyone) is given up on after the same limits as before.
 
@@ -57,7 +58,10 @@ NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", PROBE_KEY,
 # timeout, so vLLM is cooled down and the next requests skip it instead of each waiting.
 CONNECT_TIMEOUT_SECONDS = 1.0
 CHECK_EVERY_SECONDS = 0.25  # how often a quiet request looks at the engine's progress
-SAMPLE_EVERY_SECONDS = 0.5  # how often vLLM's /metrics is read while requests are open
+SAMPLE_EVERY_SECONDS = 0.5  # how often vLLM's /metrics is read while a request is quiet
+# A request quiet this long (or a quarter of its own limit, if shorter) starts the sampling, so
+# that the counters have a baseline and a few samples by the time its limit is reached.
+SAMPLE_WHEN_QUIET_SECONDS = 1.0
 PROGRESS_COUNTERS = ("vllm:generation_tokens_total", "vllm:prompt_tokens_total")
 QUEUE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
@@ -170,6 +174,7 @@ class EngineWatch:
         self.sampled_at = 0.0
         self.queue = 0.0  # requests running + waiting in vLLM, at the last sample
         self.open_requests = 0
+        self.quiet_requests = 0  # requests past SAMPLE_WHEN_QUIET_SECONDS without an event
         self.sampler: asyncio.Task | None = None
 
     @property
@@ -194,19 +199,19 @@ class EngineWatch:
         self.counters, self.sampled_at = counters, time.monotonic()
         self.queue = sum(sums[name] for name in QUEUE_GAUGES)
 
-    async def _sample_while_open(self) -> None:
-        while self.open_requests > 0:
+    async def _sample_while_quiet(self) -> None:
+        while self.quiet_requests > 0:
             await self.sample()
             await asyncio.sleep(SAMPLE_EVERY_SECONDS)
         self.sampler = None
 
-    def opened(self) -> None:
-        self.open_requests += 1
+    def became_quiet(self) -> None:
+        self.quiet_requests += 1
         if self.sampler is None:
-            self.sampler = asyncio.get_running_loop().create_task(self._sample_while_open())
+            self.sampler = asyncio.get_running_loop().create_task(self._sample_while_quiet())
 
-    def closed(self) -> None:
-        self.open_requests -= 1
+    def no_longer_quiet(self) -> None:
+        self.quiet_requests -= 1
 
 
 class _Watches:
@@ -227,14 +232,19 @@ class Spilled(Exception):
     """Over the queue budget while the engine progresses: the next tier, without a cooldown."""
 
 
+def quiet(limits: Limits, sent: float, own_last: float | None) -> tuple[float, float]:
+    """Since when a request has had no event, and how long it may: `first_token` before its first
+    event, `stall` after one."""
+    return (sent, limits.first_token) if own_last is None else (own_last, limits.stall)
+
+
 def verdict(limits: Limits, watch: EngineWatch, sent: float, own_last: float | None, now: float) -> str | None:
     """Why a quiet request must be given up on now, or None to keep waiting.
 
     `own_last` is the time of this request's last event (None before its first)."""
     if now - sent >= limits.total:
         return "overall timeout"
-    quiet_since = own_last if own_last is not None else sent
-    quiet_limit = limits.stall if own_last is not None else limits.first_token
+    quiet_since, quiet_limit = quiet(limits, sent, own_last)
     if own_last is None and limits.max_queue and now - sent >= limits.max_queue:
         return "queue budget"
     if now - quiet_since < quiet_limit:
@@ -248,19 +258,29 @@ def verdict(limits: Limits, watch: EngineWatch, sent: float, own_last: float | N
 
 
 async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, own_last: float | None) -> Any:
-    """Await `step` (a coroutine), checking the verdict every CHECK_EVERY_SECONDS."""
+    """Await `step` (a coroutine), checking the verdict every CHECK_EVERY_SECONDS; while it is quiet,
+    vLLM's counters are sampled."""
     task = asyncio.ensure_future(step)
+    quiet_since, quiet_limit = quiet(limits, sent, own_last)
+    sample_after = min(SAMPLE_WHEN_QUIET_SECONDS, quiet_limit / 4)
+    sampling = False
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=CHECK_EVERY_SECONDS)
             if done:
                 return task.result()
-            why = verdict(limits, watch, sent, own_last, time.monotonic())
+            now = time.monotonic()
+            if not sampling and now - quiet_since >= sample_after:
+                sampling = True
+                watch.became_quiet()
+            why = verdict(limits, watch, sent, own_last, now)
             if why == "queue budget":
                 raise Spilled()
             if why is not None:
                 raise TimeoutError(why)
     finally:
+        if sampling:
+            watch.no_longer_quiet()
         if not task.done():
             task.cancel()
 
@@ -277,7 +297,7 @@ async def vllm_events(
     def error(kind: Any, message: str) -> Exception:
         return kind(message=message, model=model, llm_provider=limits.provider)
 
-    watch.opened()
+    watch.open_requests += 1
     request = _clients.get().stream("POST", url, json=payload, headers=headers)
     entered = False
     try:
@@ -313,7 +333,7 @@ async def vllm_events(
     except httpx.HTTPError as broke:
         raise error(litellm.APIConnectionError, f"vLLM stream broke: {broke}") from None
     finally:
-        watch.closed()
+        watch.open_requests -= 1
         if entered:
             await request.__aexit__(None, None, None)
 
