@@ -39,7 +39,9 @@ class ConfigError(ValueError):
         self.cross_field = False
         # `state` replaces the value where it must not be shown (a secret) or does not exist.
         problem = state or f"= {_shown(value)} is invalid"
-        super().__init__(f"{self.key} {problem}: {fix}")
+        # A key can be user input too (an unknown one, any length): shown shortened, like values.
+        shown_key = self.key if len(self.key) <= 120 else self.key[:117] + "..."
+        super().__init__(f"{shown_key} {problem}: {fix}")
 
 
 def _shown(value: Any) -> str:

@@ -141,3 +141,12 @@ def test_any_input_is_either_valid_with_cloud_last_or_a_config_error(raw):
     chain = failover_chain(settings)
     assert chain[-1].name == "openai"
     assert [tier.in_cluster for tier in chain] == [True, True, False]
+
+
+def test_a_long_unknown_key_is_shortened_in_the_message_too():
+    # Found by the hostile-config property test: a 300-character key was echoed in full.
+    with pytest.raises(ConfigError) as caught:
+        parse({"vllm": {"a" * 500: 1}})
+    message = str(caught.value)
+    assert message.startswith("llm-gateway:vllm.aaaa") and "unknown key" in message
+    assert len(message) < 600
