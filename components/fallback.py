@@ -56,6 +56,8 @@ from components.names import (
     OLLAMA_SERVICE,
     OPENAI_KEY_ENV,
     PROGRESS_HANDLER_FILE,
+    PROJECT,
+    REDIS_URL_ENV,
     PROGRESS_PROVIDER,
     REQUEST_CHECK_FILE,
     VLLM_PORT,
@@ -208,10 +210,16 @@ def callbacks(settings: Settings) -> list[str]:
     return names
 
 
-def spend_guard(settings: Settings) -> dict[str, float]:
-    """The cloud tier's limits as gateway/cloud_guard.py reads them (empty: no limit)."""
+def shared_state_prefix(settings: Settings) -> str:
+    """Every key the fleet writes to Redis starts with this: stacks sharing one Redis never mix."""
+    return f"{PROJECT}:{settings.namespace}"
+
+
+def spend_guard(settings: Settings) -> dict[str, Any]:
+    """The cloud tier's limits as gateway/cloud_guard.py reads them (empty: no limit), and where
+    the fleet keeps their counts (Redis, when on; else each process counts alone)."""
     openai = settings.openai
-    limits: dict[str, float] = {}
+    limits: dict[str, Any] = {}
     if openai.rpm is not None:
         limits["rpm"] = openai.rpm
     if openai.tpm is not None:
@@ -219,10 +227,15 @@ def spend_guard(settings: Settings) -> dict[str, float]:
     if openai.max_budget_usd is not None:
         limits["max_budget_usd"] = openai.max_budget_usd
         limits["budget_period_seconds"] = openai.budget_period_seconds
+    if limits and settings.redis.enabled:
+        limits["redis_url_env"] = REDIS_URL_ENV
+        limits["redis_timeout_seconds"] = settings.redis.timeout_seconds
+        limits["key_prefix"] = shared_state_prefix(settings)
+        limits["when_redis_down"] = settings.redis.cloud_guard_when_down
     return limits
 
 
-def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, float]) -> dict[str, Any]:
+def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
     if not tier.in_cluster:
         model_info[LEAVES_CLUSTER] = True
@@ -277,6 +290,27 @@ def _router_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, A
         "retry_after": 0,
         "allowed_fails": 0,
         "cooldown_time": settings.gateway.cooldown_seconds,
+        **_shared_router_state(settings),
+    }
+
+
+def _shared_router_state(settings: Settings) -> dict[str, Any]:
+    """LiteLLM's router keeps its cooldowns (and health-check states and per-minute failure
+    counts) in Redis when given one (`Router.cache`, a DualCache), so a vLLM failure one replica
+    learned is skipped by all: replicas read cooldowns back from Redis at most every second
+    (`DEFAULT_COOLDOWN_REDIS_READ_INTERVAL_SECONDS`). Its Redis calls wait 5 s by default
+    (`RedisCache(socket_timeout=5.0)`); a request must not wait that long on a slow Redis, so the
+    timeout is the stack's. `namespace` prefixes every key LiteLLM writes."""
+    redis = settings.redis
+    if not redis.enabled:
+        return {}
+    return {
+        "redis_url": f"os.environ/{REDIS_URL_ENV}",
+        "cache_kwargs": {
+            "namespace": shared_state_prefix(settings),
+            "socket_timeout": redis.timeout_seconds,
+            "socket_connect_timeout": redis.timeout_seconds,
+        },
     }
 
 

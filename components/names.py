@@ -16,24 +16,29 @@ PROJECT = "llm-gateway"
 VLLM_SERVICE = "vllm"
 OLLAMA_SERVICE = "ollama"
 GATEWAY_SERVICE = "litellm"
+REDIS_SERVICE = "redis"  # the fleet's shared state, when the program deploys it
 VLLM_PORT = 8000
 OLLAMA_PORT = 11434
 GATEWAY_PORT = 4000
+REDIS_PORT = 6379
 
 # Environment variables of the gateway pod; their values come from Kubernetes Secrets only.
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 DATABASE_URL_ENV = "DATABASE_URL"
+REDIS_URL_ENV = "REDIS_URL"
 
 # One Secret per value: `<gateway>-<suffix>`, holding the value under its env var's name.
 MASTER_KEY_SECRET = "master-key"
 OPENAI_KEY_SECRET = "openai-key"
 DATABASE_URL_SECRET = "database-url"
+REDIS_URL_SECRET = "redis-url"
 
 # Stack-config keys that hold secrets: the parser only learns whether each is set, and how.
 OPENAI_KEY_CONFIG = "openaiApiKey"
 DATABASE_URL_CONFIG = "databaseUrl"
-SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG)
+REDIS_URL_CONFIG = "redisUrl"
+SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG, REDIS_URL_CONFIG)
 
 # The gateway's config directory: the ConfigMap's files, mounted where LiteLLM looks for its
 # handler modules (beside config.yaml).

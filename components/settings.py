@@ -44,7 +44,14 @@ from components.declarations import (
     parse_object,
     setting,
 )
-from components.names import DATABASE_URL_CONFIG, OPENAI_KEY_CONFIG, PROJECT, SECRET_CONFIG_KEYS, config_key
+from components.names import (
+    DATABASE_URL_CONFIG,
+    OPENAI_KEY_CONFIG,
+    PROJECT,
+    REDIS_URL_CONFIG,
+    SECRET_CONFIG_KEYS,
+    config_key,
+)
 
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
@@ -53,6 +60,8 @@ LITELLM_VERSION = "1.108.7"
 DEFAULT_LITELLM_IMAGE = f"ghcr.io/berriai/litellm-non_root:v{LITELLM_VERSION}"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.12.6"
+# The version Debian 12 ships (redis-server 7.0.15), which the drill runs: the same server in both.
+DEFAULT_REDIS_IMAGE = "redis:7.0.15"
 BUDGET_PERIODS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 # Bounds shared by several timeouts.
@@ -191,12 +200,16 @@ class OpenAISettings:
     model: str = setting("gpt-4o-mini", MODEL, "Cloud model.")
     api_base: str = setting("https://api.openai.com/v1", HTTPS_URL, "Any OpenAI-compatible https endpoint.")
     timeout_seconds: int = setting(120, SECONDS, "Cap on one cloud answer.")
-    rpm: int | None = setting(None, Whole(1, 1_000_000), "Spend guard: cloud requests per minute, per gateway replica.")
+    rpm: int | None = setting(
+        None, Whole(1, 1_000_000), "Spend guard: cloud requests per minute (fleet-wide with Redis, else per replica)."
+    )
     tpm: int | None = setting(
-        None, Whole(1, 1_000_000_000), "Spend guard: cloud tokens per minute, per gateway replica."
+        None, Whole(1, 1_000_000_000), "Spend guard: cloud tokens per minute (fleet-wide with Redis, else per replica)."
     )
     max_budget_usd: float | None = setting(
-        None, Amount(1_000_000, "US dollars"), "Spend guard: dollars per `budgetPeriod`, per gateway replica."
+        None,
+        Amount(1_000_000, "US dollars"),
+        "Spend guard: dollars per `budgetPeriod` (fleet-wide with Redis and kept across rollouts, else per replica).",
     )
     budget_period: str = setting("30d", OneOf(*BUDGET_PERIODS), "The spend guard's budget period.")
 
@@ -344,6 +357,48 @@ class AlertsSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings(PinnedImage):
+    mode: str = setting(
+        "off",
+        OneOf("off", "deploy", "external"),
+        "The fleet's shared state (spend guard counts, LiteLLM's cooldowns): `deploy` runs a Redis here, "
+        "`external` uses the secret `redisUrl`, `off` keeps everything per replica.",
+    )
+    image: str = setting(DEFAULT_REDIS_IMAGE, IMAGE, "Redis image (`deploy`); exact tag required.")
+    image_digest: str | None = setting(None, DIGEST, _DIGEST_DOC)
+    resources: Resources = setting(
+        resources("100m", "128Mi", "500m", "256Mi"), Nested(Resources), "Redis container resources (`deploy`)."
+    )
+    max_memory_mb: int = setting(
+        192,
+        Whole(16, 65536),
+        "Redis `maxmemory` (`deploy`); keep it under the memory limit. Full: writes fail and the guard follows "
+        "`cloudGuardWhenDown`; nothing is evicted.",
+    )
+    storage_size: str = setting("1Gi", QUANTITY, "PVC for Redis' append-only file (`deploy`): counts survive restarts.")
+    storage_class_name: str | None = setting(None, DNS_LABEL, "PVC storage class (unset: the cluster default).")
+    timeout_milliseconds: int = setting(
+        250,
+        Whole(10, 5000),
+        "The longest the gateway waits for one Redis call before treating Redis as away (no retry).",
+    )
+    cloud_guard_when_down: str = setting(
+        "closed",
+        OneOf("closed", "open"),
+        "With Redis away, `closed` refuses cloud calls (429 `cloud_guard_unavailable`); `open` lets each replica "
+        "enforce the limits on its own counts (the fleet may then spend N times them). Local tiers are unaffected.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.timeout_milliseconds / 1000
+
+
+@dataclass(frozen=True)
 class Settings:
     namespace: str = setting(PROJECT, DNS_LABEL, "Namespace for everything.")
     create_namespace: bool = setting(
@@ -369,6 +424,7 @@ class Settings:
     )
     ingress: IngressSettings = setting(None, Nested(IngressSettings), "Reaching the gateway from outside.")
     alerts: AlertsSettings = setting(None, Nested(AlertsSettings), "Alerts and a dashboard for operators.")
+    redis: RedisSettings = setting(None, Nested(RedisSettings), "Shared state for a fleet of gateway replicas.")
     database: bool = derived(False)  # `databaseUrl` set (as a secret): LiteLLM's database features on
 
     @property
@@ -397,6 +453,12 @@ SECRET_SETTINGS = (
         "**Secret**. Turns on LiteLLM's database features (admin UI, virtual keys, spend logs).",
         "unset",
     ),
+    SecretSetting(
+        REDIS_URL_CONFIG,
+        "**Secret**. `redis://:<password>@host:6379/0` (or `rediss://`) of an existing Redis; "
+        "required with `redis.mode: external`.",
+        "unset",
+    ),
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -404,16 +466,20 @@ SECRET_SETTINGS = (
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_settings(raw: Mapping[str, Any], openai_key: str = "missing", database_url: str = "missing") -> Settings:
+def parse_settings(
+    raw: Mapping[str, Any], openai_key: str = "missing", database_url: str = "missing", redis_url: str = "missing"
+) -> Settings:
     """Validate the whole stack config (bare keys, no `llm-gateway:` prefix).
 
-    `openai_key` and `database_url` say how `llm-gateway:openaiApiKey` and `llm-gateway:databaseUrl`
-    are set: "missing", "secret" or "plaintext". Their values never reach this function.
+    `openai_key`, `database_url` and `redis_url` say how `llm-gateway:openaiApiKey`,
+    `llm-gateway:databaseUrl` and `llm-gateway:redisUrl` are set: "missing", "secret" or
+    "plaintext". Their values never reach this function.
     """
     public = {key: value for key, value in raw.items() if key not in SECRET_CONFIG_KEYS}
     settings = parse_object(Settings, "", public, also_known=SECRET_CONFIG_KEYS)
     _check_openai_key(settings, openai_key)
     _check_not_plaintext(DATABASE_URL_CONFIG, database_url)
+    _check_redis_url(settings.redis, redis_url)
     if (settings.alerts.enabled or settings.alerts.dashboard) and not settings.gateway.metrics:
         raise ConfigError(
             "gateway.metrics", False, "alerts and the dashboard read the gateway's metrics: leave it true"
@@ -439,6 +505,26 @@ def _check_openai_key(settings: Settings, state: str) -> None:
             state="is not set",
         )
     _check_not_plaintext(OPENAI_KEY_CONFIG, state)
+
+
+def _check_redis_url(redis: RedisSettings, state: str) -> None:
+    if redis.mode == "external" and state == "missing":
+        raise ConfigError(
+            REDIS_URL_CONFIG,
+            None,
+            f"run `pulumi config set --secret {config_key(REDIS_URL_CONFIG)} redis://:<password>@<host>:6379/0`, "
+            f"or set {config_key('redis.mode')} to deploy",
+            state="is not set (redis.mode is external)",
+        )
+    if redis.mode != "external" and state != "missing":
+        raise ConfigError(
+            REDIS_URL_CONFIG,
+            None,
+            f"it is used only with `redis.mode: external`: set {config_key('redis.mode')} to external, "
+            f"or run `pulumi config rm {config_key(REDIS_URL_CONFIG)}`",
+            state=f"is set but redis.mode is {redis.mode} (value not shown)",
+        )
+    _check_not_plaintext(REDIS_URL_CONFIG, state)
 
 
 def _check_not_plaintext(key: str, state: str) -> None:

@@ -10,7 +10,14 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.declarations import ConfigError
-from components.names import DATABASE_URL_CONFIG, OPENAI_KEY_CONFIG, PROJECT, SECRET_CONFIG_KEYS, config_key
+from components.names import (
+    DATABASE_URL_CONFIG,
+    OPENAI_KEY_CONFIG,
+    PROJECT,
+    REDIS_URL_CONFIG,
+    SECRET_CONFIG_KEYS,
+    config_key,
+)
 from components.settings import Settings, parse_settings
 
 SECRET_PLACEHOLDER = "(secret value, not shown)"
@@ -52,6 +59,7 @@ def load_settings() -> Settings:
             raw,
             openai_key=_secret_state(raw, OPENAI_KEY_CONFIG),
             database_url=_secret_state(raw, DATABASE_URL_CONFIG),
+            redis_url=_secret_state(raw, REDIS_URL_CONFIG),
         )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
@@ -67,3 +75,10 @@ def database_url(settings: Settings) -> pulumi.Output[str] | None:
     if not settings.database:
         return None
     return pulumi.Config(PROJECT).require_secret(DATABASE_URL_CONFIG)
+
+
+def external_redis_url(settings: Settings) -> pulumi.Output[str] | None:
+    """An existing Redis (`redis.mode: external`); None when the program deploys its own, or none."""
+    if settings.redis.mode != "external":
+        return None
+    return pulumi.Config(PROJECT).require_secret(REDIS_URL_CONFIG)

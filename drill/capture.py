@@ -66,9 +66,10 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def scrape(drill: Drill) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(drill: Drill, url: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one gateway's `/metrics/` (the first gateway's, unless `url` names another)."""
     headers = {"Authorization": f"Bearer {drill.master_key}"}
-    text = httpx.get(f"{drill.url}/metrics/", headers=headers, timeout=10).text
+    text = httpx.get(f"{url or drill.url}/metrics/", headers=headers, timeout=10).text
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

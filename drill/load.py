@@ -76,11 +76,13 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
     stop = threading.Event()
     lock = threading.Lock()
 
-    def client_loop() -> None:
+    def client_loop(index: int) -> None:
+        # With a fleet, the clients are spread over its gateways, as a Service spreads connections.
+        url = drill.gateways[index % len(drill.gateways)].url
         with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
             while not stop.is_set():
                 phase = current["phase"]
-                ok, tier, error, chunks = _one_request(client, drill.url, model, stream, drill.master_key)
+                ok, tier, error, chunks = _one_request(client, url, model, stream, drill.master_key)
                 with lock:
                     report = reports[phase]
                     report.sent += 1
@@ -106,7 +108,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
     set_modes({})
     drill.reset_counts()
     started_at: list[float] = []
-    clients = [threading.Thread(target=client_loop, name=f"client-{i}") for i in range(CLIENTS)]
+    clients = [threading.Thread(target=client_loop, args=(i,), name=f"client-{i}") for i in range(CLIENTS)]
     for thread in clients:
         thread.start()
     try:

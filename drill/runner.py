@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import yaml
 
 from components.fallback import failover_chain, gateway_environment, gateway_files
-from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER
+from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER, REDIS_URL_ENV
 from components.settings import Settings
 from drill.client import DRILL_MASTER_KEY, chat
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
@@ -75,19 +75,83 @@ def drill_config(rendered: str, api_bases: dict[str, str], vllm_path: str = "pro
 
 
 @dataclass
+class GatewayProcess:
+    """One real LiteLLM proxy on loopback, as one gateway replica: started, stopped, restarted by PID."""
+
+    command: list[str]
+    env: dict[str, str]
+    workdir: Path
+    name: str = "proxy"
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        self.port = free_port()
+        command = [*self.command, "--host", LOOPBACK, "--port", str(self.port)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir
+            )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"LiteLLM exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/readiness", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"LiteLLM not ready after {START_TIMEOUT_SECONDS} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM to its own process group (LiteLLM drains), SIGKILL if it does not exit."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+@dataclass
 class Drill:
-    """Stand-ins for every tier of `settings`, and the proxy in front of them."""
+    """Stand-ins for every tier of `settings`, and the proxy (or several, a fleet) in front of them."""
 
     settings: Settings
     standins: dict[str, StandIn] = field(default_factory=dict)
-    proxy: subprocess.Popen | None = None
-    port: int = 0
+    gateways: list[GatewayProcess] = field(default_factory=list)
     workdir: Path | None = None
-    log_path: Path | None = None
     workers: int = 1
     vllm_path: str = "progress"
     master_key: str = DRILL_MASTER_KEY
     openai_key: str = DRILL_OPENAI_KEY  # reaches only the loopback cloud stand-in
+    redis_url: str | None = None  # the fleet's shared state (the pod gets it from a Secret)
+    replicas: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)  # the benchmark's LiteLLM switches
 
     def start_standins(self) -> dict[str, str]:
         """A stand-in for every tier of the chain; the api_base of each, by tier id."""
@@ -103,9 +167,19 @@ class Drill:
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
         for name, text in drill_files(self.settings, bases, self.vllm_path).items():
             (self.workdir / name).write_text(text)
-        config_path = self.workdir / CONFIG_FILE_NAME
-        self.port = free_port()
-        self.log_path = self.workdir / "proxy.log"
+        fleet = [self.new_gateway() for _ in range(self.replicas)]
+        try:
+            for gateway in fleet:  # all start at once, as a Deployment's pods do
+                gateway.launch()
+            for gateway in fleet:
+                gateway.wait_ready()
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def new_gateway(self) -> GatewayProcess:
+        """One more proxy (not started) on the same config directory, stand-ins and Redis."""
         env = {
             **os.environ,
             **gateway_environment(self.settings.gateway, failover_chain(self.settings)),
@@ -113,58 +187,39 @@ class Drill:
             OPENAI_KEY_ENV: self.openai_key,
             "LITELLM_LOG": os.environ.get("DRILL_LITELLM_LOG", "ERROR"),  # INFO or DEBUG to investigate
             "NO_PROXY": "*",
+            **({REDIS_URL_ENV: self.redis_url} if self.redis_url else {}),
+            **self.extra_env,
         }
-        command = [
-            str(Path(sys.executable).with_name("litellm")),
-            "--config",
-            str(config_path),
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-        ]
+        command = [str(Path(sys.executable).with_name("litellm")), "--config", str(self.workdir / CONFIG_FILE_NAME)]
         if self.workers > 1:
             command += ["--num_workers", str(self.workers)]
-        with open(self.log_path, "wb") as log:
-            self.proxy = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.workdir
-            )
-        self._wait_ready()
-        return self
+        gateway = GatewayProcess(command, env, self.workdir, name=f"proxy-{len(self.gateways)}")
+        self.gateways.append(gateway)
+        return gateway
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.proxy.poll() is not None:
-                raise RuntimeError(f"LiteLLM exited with {self.proxy.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/readiness", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"LiteLLM not ready after {START_TIMEOUT_SECONDS} s:\n{self.log_tail()}")
+    @property
+    def proxy(self) -> subprocess.Popen | None:
+        return self.gateways[0].process if self.gateways else None
 
-    def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    @property
+    def port(self) -> int:
+        return self.gateways[0].port
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return self.gateways[0].url
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.gateways[0].log_path if self.gateways else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(gateway.log_tail(lines) for gateway in self.gateways)
 
     def stop(self) -> None:
-        """Stop what this drill started: the proxy (its own process group, by PID) and the stand-ins."""
-        if self.proxy is not None and self.proxy.poll() is None:
-            os.killpg(self.proxy.pid, signal.SIGTERM)
-            try:
-                self.proxy.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proxy.pid, signal.SIGKILL)
-                self.proxy.wait(5)
+        """Stop what this drill started: the proxies (each its own process group, by PID) and the stand-ins."""
+        for gateway in self.gateways:
+            gateway.stop()
         for standin in self.standins.values():
             standin.stop()
 

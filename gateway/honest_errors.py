@@ -6,6 +6,8 @@ and a message naming internal hosts, ports and the fallback walk. With it, in Op
 - a tier rejected the request as invalid (400, 413, 422) → that status, message without addresses;
 - the cloud tier rejected the gateway's own credentials → 503, reason `upstream_auth_failed`;
 - the cloud tier's rate limit → 429, reason `cloud_rate_limited`;
+- the spend guard cannot reach its counts in Redis (policy "closed") → 429, reason
+  `cloud_guard_unavailable`;
 - anything else (refused, hung, 5xx on every tier) → 503, reason `no_tier_available`, Retry-After.
 The reason is in `error.provider_specific_fields.reason`.
 No message carries an address, a port or a key fragment.
@@ -38,6 +40,8 @@ FAILED_REQUESTS = gateway_counter(
 
 # The marker components/fallback.py puts in the model_info of the tier outside the cluster.
 LEAVES_CLUSTER = "leaves_cluster"
+# gateway/cloud_guard.py's REDIS_DOWN_TAG, at the start of its refusal while Redis is away.
+GUARD_STORE_DOWN = "guard-store-down"
 CLIENT_ERROR_STATUSES = (400, 413, 422)
 RETRY_AFTER_SECONDS = "10"
 
@@ -75,22 +79,22 @@ def _client_error_status(exception: Exception, text: str) -> int | None:
     return status if status in CLIENT_ERROR_STATUSES else None
 
 
-def _cloud_cooldown_status() -> str | None:
-    """The status that put the cloud tier in cooldown, if it is cooling down (auth, rate limit)."""
+def _cloud_cooldown() -> tuple[str | None, str]:
+    """The status and (start of the) error that put the cloud tier in cooldown, if it is cooling down."""
     try:
         from litellm.proxy.proxy_server import llm_router
     except ImportError:
-        return None
+        return None, ""
     if llm_router is None:
-        return None
+        return None, ""
     cloud_ids = [
         deployment["model_info"]["id"]
         for deployment in llm_router.model_list or []
         if (deployment.get("model_info") or {}).get(LEAVES_CLUSTER)
     ]
     for _, cooldown in llm_router.cooldown_cache.get_active_cooldowns(cloud_ids, None):
-        return str(cooldown.get("status_code"))
-    return None
+        return str(cooldown.get("status_code")), str(cooldown.get("exception_received") or "")
+    return None, ""
 
 
 def _error(status: int, message: str, error_type: str, reason: str) -> HTTPException:
@@ -142,7 +146,7 @@ class HonestErrors(CustomLogger):
             detail = sanitize(_last_tier_message(text).split("LiteLLM:", 1)[0])
             message = f"The model rejected the request: {detail}"
             return _error(client_status, message, "invalid_request_error", "invalid_request")
-        cloud_status = _cloud_cooldown_status()
+        cloud_status, cloud_error = _cloud_cooldown()
         if cloud_status in ("401", "403") or re.search(r"AuthenticationError|PermissionDeniedError", text):
             return _error(
                 503,
@@ -150,6 +154,14 @@ class HonestErrors(CustomLogger):
                 "(an operator must fix llm-gateway:openaiApiKey).",
                 "service_unavailable_error",
                 "upstream_auth_failed",
+            )
+        if GUARD_STORE_DOWN in cloud_error or GUARD_STORE_DOWN in _last_tier_message(text):
+            return _error(
+                429,
+                "No local inference tier is available, and the cloud tier is closed: its spend guard cannot reach "
+                "the gateway's shared state (Redis). Retry later.",
+                "rate_limit_error",
+                "cloud_guard_unavailable",
             )
         if cloud_status == "429" or re.search(r"RateLimitError", _last_tier_message(text)):
             return _error(

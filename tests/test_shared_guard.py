@@ -1,0 +1,174 @@
+"""The spend guard's counts in a real Redis (Debian's redis-server, started and stopped by PID).
+
+Two guard objects stand for two gateway replicas (each loads gateway/cloud_guard.py as LiteLLM
+does); a third, made later, for a replica that replaced one in a rollout. The end-to-end version,
+through two real LiteLLM proxies, is tests/test_fleet.py.
+"""
+
+import asyncio
+import time
+
+import litellm
+import pytest
+
+from drill.redis_server import RedisServer
+from drill.runner import free_port
+from components.names import HONEST_ERRORS_FILE
+from tests.test_cloud_guard import Response, load_guard_module
+from tests.test_fallback import _gateway_module
+
+TIMEOUT_SECONDS = 0.25
+
+
+def limits(redis_server: RedisServer, **extra) -> dict:
+    return {
+        "redis_url_env": "TEST_GUARD_REDIS_URL",
+        "redis_timeout_seconds": TIMEOUT_SECONDS,
+        "key_prefix": "test",
+        "when_redis_down": "closed",
+        **extra,
+    }
+
+
+def cloud(spend_guard: dict) -> dict:
+    return {"model_info": {"id": "openai", "spend_guard": spend_guard}, "litellm_params": {"model": "openai/x"}}
+
+
+async def admitted(guard, deployment) -> bool:
+    try:
+        await guard.async_pre_call_check(deployment, None)
+    except litellm.RateLimitError:
+        return False
+    return True
+
+
+async def answered(guard, deployment, tokens: int, cost: float) -> None:
+    kwargs = {"litellm_params": {"model_info": deployment["model_info"]}, "response_cost": cost}
+    await guard.async_log_success_event(kwargs, Response(tokens), None, None)
+
+
+@pytest.fixture
+def redis_server(monkeypatch):
+    with RedisServer(free_port()) as server:
+        monkeypatch.setenv("TEST_GUARD_REDIS_URL", server.url)
+        yield server
+
+
+def replica():
+    return load_guard_module().CloudGuard()
+
+
+def test_two_replicas_admit_exactly_rpm_together(redis_server):
+    first, second, deployment = replica(), replica(), cloud(limits(redis_server, rpm=3))
+
+    async def race():
+        checks = [admitted(guard, deployment) for _ in range(10) for guard in (first, second)]
+        return await asyncio.gather(*checks)
+
+    verdicts = asyncio.run(race())
+    assert sum(verdicts) == 3, verdicts
+    assert redis_server.command("ZCARD", "{test}:cloud-guard:requests") == "3"
+
+
+def test_tokens_and_dollars_count_for_every_replica_and_survive_a_rollout(redis_server):
+    spend_guard = limits(redis_server, tpm=1000, max_budget_usd=1.0, budget_period_seconds=86400)
+    deployment = cloud(spend_guard)
+
+    async def scenario():
+        first, second = replica(), replica()
+        assert await admitted(first, deployment)
+        await answered(first, deployment, tokens=10, cost=0.6)
+        assert await admitted(second, deployment)
+        await answered(second, deployment, tokens=10, cost=0.4)
+        # A replica started afterwards (a rollout replaced both) still sees $1.00 spent.
+        successor = replica()
+        refused = not await admitted(successor, deployment)
+        return refused
+
+    assert asyncio.run(scenario())
+    assert redis_server.command("GET", "{test}:cloud-guard:spend-total") == "1000000"  # micro-dollars, exact
+
+
+def test_the_budget_survives_a_redis_crash_through_the_append_only_file(redis_server):
+    deployment = cloud(limits(redis_server, max_budget_usd=1.0, budget_period_seconds=86400))
+
+    async def spend_all():
+        guard = replica()
+        assert await admitted(guard, deployment)
+        await answered(guard, deployment, tokens=5, cost=1.0)
+
+    asyncio.run(spend_all())
+    time.sleep(1.5)  # appendfsync everysec: what is older than a second is on disk
+    redis_server.kill()
+    redis_server.start()  # same data directory, as the pod's PVC
+    assert not asyncio.run(admitted(replica(), deployment))
+
+
+def test_redis_killed_closed_refuses_the_cloud_quickly_and_resumes(redis_server):
+    deployment = cloud(limits(redis_server, rpm=5))
+    guard = replica()
+    assert asyncio.run(admitted(guard, deployment))
+    redis_server.kill()
+    started = time.monotonic()
+    with pytest.raises(litellm.RateLimitError, match="guard-store-down"):
+        asyncio.run(guard.async_pre_call_check(deployment, None))
+    assert time.monotonic() - started < 1.0  # a refused connection: no wait, no retry
+    redis_server.start()
+    assert asyncio.run(admitted(guard, deployment))
+
+
+def test_redis_frozen_closed_refusal_waits_at_most_the_timeout(redis_server):
+    deployment = cloud(limits(redis_server, rpm=5))
+    guard = replica()
+    assert asyncio.run(admitted(guard, deployment))
+    redis_server.freeze()  # connections stay open, nothing answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(litellm.RateLimitError, match="guard-store-down"):
+            asyncio.run(guard.async_pre_call_check(deployment, None))
+        waited = time.monotonic() - started
+    finally:
+        redis_server.thaw()
+    print(f"frozen Redis: refused after {waited:.3f} s (timeout {TIMEOUT_SECONDS} s)")
+    assert waited < 4 * TIMEOUT_SECONDS
+
+
+def test_redis_away_open_counts_per_replica_and_writes_the_missed_spend_back(redis_server):
+    deployment = cloud(limits(redis_server, rpm=3, when_redis_down="open", tpm=1_000_000))
+
+    async def scenario():
+        guard = replica()
+        assert await admitted(guard, deployment)
+        redis_server.kill()
+        # Redis away: this replica counts on its own, still holding the limit of 3 per minute.
+        verdicts = [await admitted(guard, deployment) for _ in range(4)]
+        await answered(guard, deployment, tokens=42, cost=0.0)  # not written: kept for later
+        return verdicts
+
+    assert asyncio.run(scenario()) == [True, True, False, False]
+
+
+def test_spend_counted_while_redis_was_away_is_written_when_it_returns(redis_server):
+    deployment = cloud(limits(redis_server, tpm=1_000_000, when_redis_down="open"))
+
+    async def scenario():
+        guard = replica()
+        assert await admitted(guard, deployment)
+        redis_server.kill()
+        await answered(guard, deployment, tokens=42, cost=0.25)
+        redis_server.start()
+        assert await admitted(guard, deployment)
+
+    asyncio.run(scenario())
+    assert redis_server.command("GET", "{test}:cloud-guard:tokens-total") == "42"
+    assert redis_server.command("GET", "{test}:cloud-guard:spend-total") == "250000"
+
+
+
+def test_honest_errors_knows_the_guards_redis_down_tag():
+    """The two plugins are loaded by path, apart: the tag is spelled in each and must agree, and it
+    must sit within the 50 characters of the exception LiteLLM keeps with a cooldown."""
+    guard, honest = load_guard_module(), _gateway_module(HONEST_ERRORS_FILE)
+    assert guard.REDIS_DOWN_TAG == honest.GUARD_STORE_DOWN
+    refusal = guard.CloudGuard()._refuse(cloud({}), "redis_unavailable", f"{guard.REDIS_DOWN_TAG}: Redis away")
+    assert guard.REDIS_DOWN_TAG in str(refusal)[:50]
