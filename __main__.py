@@ -1,8 +1,9 @@
 """llm-gateway: vLLM (GPU) → Ollama (CPU) → OpenAI (cloud) behind one LiteLLM proxy.
 
-Read it as the table of contents: validate the stack config, create the namespace and the three
-components, export what clients need. The chain itself lives in components/fallback.py, every
-setting in components/settings.py, every name in components/names.py.
+Read it as the table of contents: validate the stack config, create the namespace, the three
+tiers, the fleet's shared state (an optional Redis) and the gateway, export what clients need.
+The chain itself lives in components/fallback.py, every setting in components/settings.py, every
+name in components/names.py.
 """
 
 import pulumi
@@ -16,7 +17,8 @@ from components.monitoring import GatewayMonitoring, MonitoringArgs
 from components.names import PROJECT
 from components.observability import dashboard, prometheus_rule_spec
 from components.ollama import OllamaArgs, OllamaBackend
-from components.stack_config import database_url, load_settings, openai_api_key
+from components.redis import RedisArgs, RedisStore
+from components.stack_config import database_url, external_redis_url, load_settings, openai_api_key
 from components.vllm import VllmArgs, VllmBackend
 
 settings = load_settings()  # every value checked before any resource exists
@@ -39,6 +41,11 @@ placement = kube.Placement(namespace, instance, settings.network_policies)
 
 VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, placement), opts=on_cluster)
 OllamaBackend("ollama", OllamaArgs(settings.ollama, placement), opts=on_cluster)
+if settings.redis.mode == "deploy":
+    redis = RedisStore("redis", RedisArgs(settings.redis, placement, settings.cluster_domain), opts=on_cluster)
+    redis_url = redis.url
+else:
+    redis_url = external_redis_url(settings)  # None with redis.mode off: every replica counts alone
 gateway = LiteLLMGateway(
     "litellm",
     LiteLLMArgs(
@@ -48,6 +55,8 @@ gateway = LiteLLMGateway(
         placement,
         openai_api_key=openai_api_key(settings),
         database_url=database_url(settings),
+        redis=settings.redis if settings.redis.enabled else None,
+        redis_url=redis_url,
     ),
     opts=on_cluster,
 )

@@ -1,7 +1,8 @@
-"""What the two in-cluster tiers share: a model volume, a Service, and a NetworkPolicy letting
-only the gateway in.
+"""What the in-cluster backends share: a volume, a Service, and a NetworkPolicy letting only the
+gateway in.
 
-A helper for VllmBackend and OllamaBackend (it creates their children), not a component itself.
+A helper for VllmBackend, OllamaBackend and RedisStore (it creates their children), not a
+component itself.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ def expose_to_gateway(
     placement: kube.Placement,
     labels: dict[str, str],
     child: pulumi.ResourceOptions,
+    port_name: str = "http",
 ) -> k8s.core.v1.Service:
     selector = kube.selector_labels(service_name, placement.instance)
     service = k8s.core.v1.Service(
         f"{name}-service",
         metadata=kube.metadata(service_name, placement.namespace, labels),
-        spec=kube.cluster_ip_service_spec(selector, port, "http"),
+        spec=kube.cluster_ip_service_spec(selector, port, port_name),
         opts=child,
     )
     if placement.network_policies:
@@ -53,8 +55,9 @@ def model_volume(
     labels: dict[str, str],
     child: pulumi.ResourceOptions,
 ) -> k8s.core.v1.PersistentVolumeClaim:
-    """The tier's model store. A claim outlives its pods: scaling to 0 (Gaming Mode) keeps the
-    downloaded model, so coming back costs a load, not a download."""
+    """A backend's data (a tier's models, Redis' append-only file). A claim outlives its pods:
+    scaling to 0 (Gaming Mode) keeps the downloaded model, so coming back costs a load, not a
+    download; a Redis restart replays what it counted."""
     return k8s.core.v1.PersistentVolumeClaim(
         name,
         metadata=kube.metadata(claim_name, namespace, labels),

@@ -25,8 +25,12 @@ from components.names import (
     MASTER_KEY_SECRET,
     OPENAI_KEY_ENV,
     OPENAI_KEY_SECRET,
+    REDIS_PORT,
+    REDIS_SERVICE,
+    REDIS_URL_ENV,
+    REDIS_URL_SECRET,
 )
-from components.settings import GatewaySettings
+from components.settings import GatewaySettings, RedisSettings
 
 CONFIG_DIR = "/etc/litellm"
 IMAGE_PULL_SECONDS = 300
@@ -53,6 +57,9 @@ class LiteLLMArgs:
     # Secret Outputs (`Config.require_secret`), or None when the cloud tier / the database is off.
     openai_api_key: pulumi.Output[str] | None = None
     database_url: pulumi.Output[str] | None = None
+    # The fleet's shared state: RedisStore.url (deploy) or the secret `redisUrl` (external).
+    redis: RedisSettings | None = None
+    redis_url: pulumi.Output[str] | None = None
 
 
 class LiteLLMGateway(pulumi.ComponentResource):
@@ -80,6 +87,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
         for suffix, env_name, value in (
             (OPENAI_KEY_SECRET, OPENAI_KEY_ENV, args.openai_api_key),
             (DATABASE_URL_SECRET, DATABASE_URL_ENV, args.database_url),
+            (REDIS_URL_SECRET, REDIS_URL_ENV, args.redis_url),
         ):
             if value is not None:
                 secret = self._secret(suffix, env_name, value)
@@ -306,6 +314,12 @@ def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
     if args.database_url is not None:
         # The database host is inside the secret URL; only its port is opened, to any address.
         egress.append({"ports": [{"protocol": "TCP", "port": args.gateway.database_port}]})
+    if args.redis is not None and args.redis.mode == "deploy":
+        redis_pods = {"podSelector": {"matchLabels": kube.selector_labels(REDIS_SERVICE, instance)}}
+        egress.append({"to": [redis_pods], "ports": [{"protocol": "TCP", "port": REDIS_PORT}]})
+    elif args.redis is not None and args.redis.mode == "external":
+        # As for the database: the host is inside the secret URL, only the port is opened.
+        egress.append({"ports": [{"protocol": "TCP", "port": args.redis.external_port}]})
     return {
         "podSelector": {"matchLabels": kube.selector_labels(GATEWAY_SERVICE, instance)},
         "policyTypes": ["Ingress", "Egress"],

@@ -62,6 +62,10 @@ def gateway_secret_name(suffix: str) -> str:
     return f"{GATEWAY_SERVICE}-{suffix}"
 
 
+def service_host(service: str, namespace: str, domain: str) -> str:
+    """A Service's in-cluster DNS name; `domain` is the cluster's DNS domain (cluster.local by default)."""
+    return f"{service}.{namespace}.svc.{domain}"
+
+
 def service_url(service: str, namespace: str, domain: str, port: int, path: str = "") -> str:
-    """A Service's in-cluster address; `domain` is the cluster's DNS domain (cluster.local by default)."""
-    return f"http://{service}.{namespace}.svc.{domain}:{port}{path}"
+    return f"http://{service_host(service, namespace, domain)}:{port}{path}"

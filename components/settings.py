@@ -377,6 +377,9 @@ class RedisSettings(PinnedImage):
     )
     storage_size: str = setting("1Gi", QUANTITY, "PVC for Redis' append-only file (`deploy`): counts survive restarts.")
     storage_class_name: str | None = setting(None, DNS_LABEL, "PVC storage class (unset: the cluster default).")
+    external_port: int = setting(
+        6379, Whole(1, 65535), "The external Redis' port, opened in the gateway's egress (`external`)."
+    )
     timeout_milliseconds: int = setting(
         250,
         Whole(10, 5000),

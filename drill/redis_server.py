@@ -38,9 +38,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `bash scripts/test` (it installs it)")
         conf = self.data_dir / "redis.conf"
-        conf.write_text(
-            redis_conf(self.password, data_dir=str(self.data_dir)) + f"bind {LOOPBACK}\nport {self.port}\n"
-        )
+        conf.write_text(redis_conf(self.password, data_dir=str(self.data_dir)) + f"bind {LOOPBACK}\nport {self.port}\n")
         self.process = subprocess.Popen(
             [binary, str(conf)],
             stdout=open(self.data_dir / "redis.log", "wb"),  # noqa: SIM115 - the child keeps it open

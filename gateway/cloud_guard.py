@@ -134,7 +134,8 @@ class SharedCounts:
         self.url, self.timeout_seconds = url, timeout_seconds
         # One hash tag: every key of the guard lands on the same Redis Cluster slot (Lua needs that).
         keys = ("requests", "tokens", "tokens-total", "spend", "spend-total")
-        self.keys = {name: f"{{{key_prefix}}}:cloud-guard:{name}" for name in keys}
+        tag = "{" + key_prefix + "}"  # not an f-string: doubled braces in the ConfigMap read as a template to checkov
+        self.keys = {name: f"{tag}:cloud-guard:{name}" for name in keys}
         self.clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.unwritten: list[tuple[int, int]] = []  # (tokens, micro-dollars) Redis missed
 
@@ -155,7 +156,7 @@ class SharedCounts:
             script = self._scripts()[script_index]
             # The script object loads itself again if Redis restarted and forgot it (NOSCRIPT).
             answer = await asyncio.wait_for(script(keys=keys, args=args), self.timeout_seconds * 2)
-        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as error:
             STORE_ERRORS.labels(operation=operation).inc()
             raise GuardStoreDown(type(error).__name__) from None
         return answer.decode() if isinstance(answer, bytes) else str(answer)

@@ -15,16 +15,26 @@ from drill.runner import Drill
 from pulumi_harness import MASTER_KEY_CANARY, SECRET, run_program, run_program_expecting_error
 
 OPENAI_CANARY = "sk-CANARYopenai7c1e9f04b2d6a8"
-CANARIES = (OPENAI_CANARY, MASTER_KEY_CANARY)
+REDIS_URL_CANARY = "redis://:CANARYredis5e0d7b@redis.example.internal:6379/0"
+CANARIES = (OPENAI_CANARY, MASTER_KEY_CANARY, REDIS_URL_CANARY)
 
 
 def leaks(text: str) -> list[str]:
     return [canary for canary in CANARIES if canary in text]
 
 
-def test_canaries_only_in_secret_values_and_secret_outputs(capsys, caplog):
+@pytest.mark.parametrize(
+    ("config", "redis_secret"),
+    [
+        ({}, {}),
+        ({"redis": {"mode": "deploy"}}, {}),  # its password is a RandomPassword: the mock's canary
+        ({"redis": {"mode": "external"}}, {"redisUrl": REDIS_URL_CANARY}),
+    ],
+    ids=["no-redis", "redis-deployed", "redis-external"],
+)
+def test_canaries_only_in_secret_values_and_secret_outputs(capsys, caplog, config, redis_secret):
     caplog.set_level(logging.DEBUG)
-    run = run_program({}, {"openaiApiKey": OPENAI_CANARY})
+    run = run_program(config, {"openaiApiKey": OPENAI_CANARY, **redis_secret})
     for resource in run.resources:
         inputs = dict(resource.inputs)
         if resource.type == SECRET:

@@ -11,9 +11,9 @@ import time
 import litellm
 import pytest
 
+from components.names import HONEST_ERRORS_FILE
 from drill.redis_server import RedisServer
 from drill.runner import free_port
-from components.names import HONEST_ERRORS_FILE
 from tests.test_cloud_guard import Response, load_guard_module
 from tests.test_fallback import _gateway_module
 
@@ -162,7 +162,6 @@ def test_spend_counted_while_redis_was_away_is_written_when_it_returns(redis_ser
     asyncio.run(scenario())
     assert redis_server.command("GET", "{test}:cloud-guard:tokens-total") == "42"
     assert redis_server.command("GET", "{test}:cloud-guard:spend-total") == "250000"
-
 
 
 def test_honest_errors_knows_the_guards_redis_down_tag():
