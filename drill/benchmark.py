@@ -1,6 +1,7 @@
 """Benchmark: gateway overhead, failover and recovery, on this machine, in one run.
 
-    .venv/bin/python -m drill.benchmark            # ~3 minutes on 2 cores
+    .venv/bin/python -m drill.benchmark                 # ~5 minutes on 2 cores
+    .venv/bin/python -m drill.benchmark --trials-only   # LiteLLM's settings and Redis on/off only
 
 Prints a Markdown table. Everything runs on 127.0.0.1: the real LiteLLM proxy on the dev stack's
 rendered config, and the stand-ins. Overhead is measured as the difference between calling the
@@ -11,15 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from components.stack_files import stack_settings
 from drill.client import chat
-from drill.runner import DRILL_MASTER_KEY, Drill
+from drill.redis_server import RedisServer
+from drill.runner import DRILL_MASTER_KEY, Drill, free_port
 from drill.saturation import ANSWER_SECONDS, CONCURRENT, SLOTS, freeze_under_load, tokens_per_second
 from drill.timeline import Timeline
 
@@ -143,15 +149,69 @@ def busy_gpu_rows(drill: Drill) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One way of running the gateway, measured against the same stand-ins' speed in the same run."""
+
+    label: str
+    redis: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    litellm: dict[str, dict[str, Any]] = field(default_factory=dict)  # config.yaml sections
+    metrics: bool = True
+    workers: int = 1
+
+
+# LiteLLM's documented performance switches (docs.litellm.ai "Production Best Practices", proxy_cli),
+# each against the dev stack's config as deployed; the first row is the config as deployed.
+TRIALS = (
+    Trial("as deployed (dev stack, Redis off)"),
+    Trial("as deployed + Redis (router state, guard)", redis=True),
+    Trial("LITELLM_LOG=INFO instead of ERROR", env={"LITELLM_LOG": "INFO"}),
+    Trial(
+        "turn_off_message_logging, disable_spend_logs, disable_error_logs",
+        litellm={
+            "litellm_settings": {"turn_off_message_logging": True},
+            "general_settings": {"disable_spend_logs": True, "disable_error_logs": True},
+        },
+    ),
+    Trial("Prometheus metrics off", metrics=False),
+    Trial("2 workers (--num_workers 2)", workers=2),
+)
+
+
+def trial_rows(total: int, concurrency_levels=(1, 16), trials=TRIALS) -> list[str]:
+    """Every trial's overhead at each concurrency, one after the other in this run."""
+    base = stack_settings("dev")
+    rows = []
+    for trial in trials:
+        settings = dataclasses.replace(
+            base,
+            gateway=dataclasses.replace(base.gateway, metrics=trial.metrics),
+            redis=dataclasses.replace(base.redis, mode="deploy" if trial.redis else "off"),
+        )
+        with contextlib.ExitStack() as stack:
+            redis_url = stack.enter_context(RedisServer(free_port())).url if trial.redis else None
+            drill = Drill(
+                settings, workers=trial.workers, redis_url=redis_url, extra_env=trial.env, trial_settings=trial.litellm
+            )
+            stack.enter_context(drill)
+            rows += overhead_rows(drill, trial.label, concurrency_levels, total=total)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=320, help="requests per overhead measurement")
     parser.add_argument("--picture", type=Path, default=Path("benchmark-failover.png"), help="failover timeline PNG")
+    parser.add_argument("--trials-only", action="store_true", help="only LiteLLM's settings and Redis, side by side")
     args = parser.parse_args()
     settings = stack_settings("dev")
     rows = ["| measurement | figure |", "|---|---|"]
+    if args.trials_only:
+        print("\n".join(rows + trial_rows(args.requests)))
+        return
+    rows += trial_rows(args.requests)
     with Drill(settings) as progress:
-        rows += overhead_rows(progress, "1 worker", total=args.requests)
         timeline = Timeline()
         rows += failover_rows(progress, timeline)
         timeline.draw(args.picture, "Benchmark failover: refused, then hung vLLM, then back")
@@ -159,8 +219,6 @@ def main() -> None:
         with Drill(settings, vllm_path="plain") as plain:
             rows += overhead_rows(plain, "1 worker, plain openai/ path", total=args.requests)
             rows += long_answer_rows(progress, plain)
-    with Drill(settings, workers=2) as two_workers:
-        rows += overhead_rows(two_workers, "2 workers", concurrency_levels=(16,), total=args.requests)
     print("\n".join(rows))
 
 

@@ -49,14 +49,23 @@ def _require_loopback(url: str) -> str:
     return url
 
 
-def drill_files(settings: Settings, api_bases: dict[str, str], vllm_path: str = "progress") -> dict[str, str]:
+def drill_files(
+    settings: Settings,
+    api_bases: dict[str, str],
+    vllm_path: str = "progress",
+    trial_settings: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, str]:
     """The deployed config directory, with each tier's api_base (by tier id) pointed at loopback.
 
-    `vllm_path="plain"` swaps vLLM's progress handler for LiteLLM's stock `openai/` client: only
-    for the benchmark's comparison, never what is deployed.
+    `vllm_path="plain"` swaps vLLM's progress handler for LiteLLM's stock `openai/` client, and
+    `trial_settings` adds LiteLLM settings by section (`{"litellm_settings": {...}}`): only for the
+    benchmark's comparisons, never what is deployed.
     """
     files = gateway_files(settings)
-    files[CONFIG_FILE_NAME] = drill_config(files[CONFIG_FILE_NAME], api_bases, vllm_path)
+    config = yaml.safe_load(drill_config(files[CONFIG_FILE_NAME], api_bases, vllm_path))
+    for section, values in (trial_settings or {}).items():
+        config[section] = {**config.get(section, {}), **values}
+    files[CONFIG_FILE_NAME] = yaml.safe_dump(config, sort_keys=False)
     return files
 
 
@@ -151,7 +160,8 @@ class Drill:
     openai_key: str = DRILL_OPENAI_KEY  # reaches only the loopback cloud stand-in
     redis_url: str | None = None  # the fleet's shared state (the pod gets it from a Secret)
     replicas: int = 1
-    extra_env: dict[str, str] = field(default_factory=dict)  # the benchmark's LiteLLM switches
+    extra_env: dict[str, str] = field(default_factory=dict)  # the benchmark's trials of LiteLLM's switches
+    trial_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # likewise, in config.yaml
 
     def start_standins(self) -> dict[str, str]:
         """A stand-in for every tier of the chain; the api_base of each, by tier id."""
@@ -165,7 +175,7 @@ class Drill:
     def start(self) -> Drill:
         bases = self.start_standins()
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-drill-"))
-        for name, text in drill_files(self.settings, bases, self.vllm_path).items():
+        for name, text in drill_files(self.settings, bases, self.vllm_path, self.trial_settings).items():
             (self.workdir / name).write_text(text)
         fleet = [self.new_gateway() for _ in range(self.replicas)]
         try:
