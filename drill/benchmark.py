@@ -176,7 +176,9 @@ TRIALS = (
     ),
     Trial("Prometheus metrics off", metrics=False),
     Trial("2 workers (--num_workers 2)", workers=2),
+    Trial("as deployed, again (this run's noise)"),
 )
+REDIS_TRIALS = TRIALS[:2]  # Redis off, Redis on
 
 
 def trial_rows(total: int, concurrency_levels=(1, 16), trials=TRIALS) -> list[str]:
