@@ -90,9 +90,16 @@ def no_secret_in_config_map(args: ResourceValidationArgs, report_violation: Repo
     config = _litellm_config(args.props)
     if config is None:
         return
-    master = (config.get("general_settings") or {}).get("master_key")
-    if master is not None and not str(master).startswith("os.environ/"):
-        report_violation("general_settings.master_key must be os.environ/NAME, filled from a Secret", None)
+    # Values that carry a credential (a key, or a URL with a password in it).
+    for section, name in (
+        ("general_settings", "master_key"),
+        ("general_settings", "database_url"),
+        ("router_settings", "redis_url"),
+        ("router_settings", "redis_password"),
+    ):
+        value = (config.get(section) or {}).get(name)
+        if value is not None and not str(value).startswith("os.environ/"):
+            report_violation(f"{section}.{name} must be os.environ/NAME, filled from a Secret", None)
     for entry in config.get("model_list") or []:
         params = entry.get("litellm_params") or {}
         key = params.get("api_key")

@@ -231,3 +231,24 @@ def test_benchmark_redis_on_and_off_side_by_side():
     ]
     for row in rows[0], rows[2]:  # c=1, Redis off and on
         assert float(row.split("p50 ")[1].split(" ms")[0]) < 100, row
+
+
+def test_a_gateway_started_before_its_redis_serves_and_counts_there_once_it_is_up():
+    """In a cluster the Redis pod may come up after the gateway's (or be restarting): the gateway
+    must start and serve without it, and the guard count in it as soon as it answers."""
+    redis_server = RedisServer(free_port())  # not started yet
+    try:
+        started = time.monotonic()
+        drill = start_fleet(redis_server, fleet_settings(rpm=3), replicas=1)
+        print(f"\n[redis not up yet] the gateway was ready after {time.monotonic() - started:.1f} s")
+        try:
+            assert [ask(drill, index).tier for index in range(3)] == ["vllm"] * 3
+            redis_server.start()
+            drill.enter_phase(BOTH_LOCAL_DOWN)
+            statuses = [ask(drill, index).status for index in range(4)]
+        finally:
+            drill.stop()
+        assert statuses == [200, 200, 200, 429]
+        assert redis_server.command("ZCARD", "{llm-gateway:llm-gateway-dev}:cloud-guard:requests") == "3"
+    finally:
+        redis_server.remove()

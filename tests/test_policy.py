@@ -45,7 +45,9 @@ def with_config(run, change) -> list[Registration]:
     return resources
 
 
-@pytest.mark.parametrize("overrides", [{}, {"openai": {"enabled": False}}, {"gamingMode": True}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"openai": {"enabled": False}}, {"gamingMode": True}, {"redis": {"mode": "deploy"}}]
+)
 def test_the_program_passes_every_policy(overrides):
     secrets = {} if overrides.get("openai") else KEY
     assert violations(run_program(overrides, secrets).resources) == []
@@ -77,11 +79,13 @@ def test_a_key_in_a_config_map_is_caught(run):
     def inline_key(config):
         config["model_list"][-1]["litellm_params"]["api_key"] = "sk-live-abcdefghijklmnopqrstuvwxyz"
         config["general_settings"]["master_key"] = "hunter2-master"
+        config["router_settings"]["redis_url"] = "redis://:hunter2@redis:6379/0"
 
     found = {(v[0], v[2].split(" ")[0]) for v in violations(with_config(run, inline_key))}
     assert ("no-secret-in-config-map", "ConfigMap") in found
     assert ("no-secret-in-config-map", "general_settings.master_key") in found
     assert ("no-secret-in-config-map", "api_key") in found
+    assert ("no-secret-in-config-map", "router_settings.redis_url") in found
 
 
 def test_missing_limits_probes_and_moving_tags_are_caught(run):
