@@ -252,3 +252,51 @@ def test_a_gateway_started_before_its_redis_serves_and_counts_there_once_it_is_u
         assert redis_server.command("ZCARD", "{llm-gateway:llm-gateway-dev}:cloud-guard:requests") == "3"
     finally:
         redis_server.remove()
+
+
+def cooldown_fleet(redis_server: RedisServer | None) -> Drill:
+    """Two gateways whose own background probes stay out of the way: after their first probe at
+    start, the next comes 300 s later, so a replica can learn of a failure only by itself or
+    from the other through Redis."""
+    gateway = dataclasses.replace(DEV.gateway, health_check_interval_seconds=300, cooldown_seconds=310)
+    settings = dataclasses.replace(
+        DEV, gateway=gateway, redis=dataclasses.replace(DEV.redis, mode="deploy" if redis_server else "off")
+    )
+    return Drill(settings, redis_url=redis_server.url if redis_server else None, replicas=2).start()
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "control-without-redis"])
+def test_a_vllm_failure_one_gateway_learned_is_skipped_by_the_other(shared):
+    redis_server = RedisServer(free_port()).start() if shared else None
+    try:
+        drill = cooldown_fleet(redis_server)
+        try:
+            time.sleep(3)  # each gateway's first background probe (at start) finds vLLM healthy
+            assert [ask(drill, index).tier for index in range(2)] == ["vllm", "vllm"]
+            vllm = drill.standins["vllm"]
+            drill.reset_counts()
+            vllm.set_mode("error", status=500)
+            first = ask(drill, 0)  # gateway 0: vLLM answers 500, cooled down, Ollama answers
+            reached_after_first = vllm.served["client-received"]  # answered or not
+            time.sleep(1.5)  # a replica reads cooldowns back from Redis at most every second
+            second = ask(drill, 1)  # gateway 1
+            reached_after_second = vllm.served["client-received"]
+        finally:
+            drill.stop()
+        in_redis = (
+            redis_server.command("EXISTS", "llm-gateway:llm-gateway-dev:deployment:vllm:cooldown") if shared else "-"
+        )
+    finally:
+        if redis_server:
+            redis_server.remove()
+    print(
+        f"\n[cooldown, {'shared' if shared else 'per replica'}] first {first.tier} {first.seconds:.3f} s, "
+        f"second {second.tier} {second.seconds:.3f} s; vLLM reached {reached_after_first} then {reached_after_second}; "
+        f"cooldown key in Redis: {in_redis}"
+    )
+    assert first.tier == second.tier == "ollama" and reached_after_first == 1
+    if shared:
+        assert in_redis == "1"
+        assert reached_after_second == 1  # gateway 1 never tried vLLM: it read gateway 0's cooldown
+    else:
+        assert reached_after_second == 2  # gateway 1 had to find out for itself
