@@ -7,6 +7,8 @@ component itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -44,6 +46,38 @@ def expose_to_gateway(
             opts=child,
         )
     return service
+
+
+def recreated_deployment(
+    name: str,
+    service_name: str,
+    placement: kube.Placement,
+    labels: dict[str, str],
+    pod_spec: dict[str, Any],
+    checkov_skips: dict[str, str],
+    image_pull_seconds: int,
+    child: pulumi.ResourceOptions,
+    replicas: int = 1,
+    init_seconds: int = 0,
+) -> k8s.apps.v1.Deployment:
+    """A backend's Deployment, one pod at a time (`Recreate`): the old pod lets go of what only one
+    may hold (a ReadWriteOnce volume, the GPU, Redis' append-only file) before the new one starts.
+    `pulumi up` waits as long as the pod's own budgets allow (kube.rollout_seconds)."""
+    annotations = {
+        **kube.checkov_skips(checkov_skips),
+        kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, image_pull_seconds, init_seconds)),
+    }
+    return k8s.apps.v1.Deployment(
+        f"{name}-deployment",
+        metadata=kube.metadata(service_name, placement.namespace, labels, annotations=annotations),
+        spec={
+            "replicas": replicas,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": kube.selector_labels(service_name, placement.instance)},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+        opts=child,
+    )
 
 
 def model_volume(

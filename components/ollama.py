@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import kube
-from components.backend import expose_to_gateway, model_volume
+from components.backend import expose_to_gateway, model_volume, recreated_deployment
 from components.names import OLLAMA_PORT, OLLAMA_SERVICE
 from components.settings import OllamaSettings
 
@@ -72,21 +71,17 @@ class OllamaBackend(pulumi.ComponentResource):
         )
         pod_spec = self._pod_spec(ollama, models.metadata.name)
         init_seconds = SERVER_START_SECONDS + ollama.pull_timeout_seconds
-        annotations = {
-            **kube.checkov_skips(kube.image_skips(ollama)),
-            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)),
-        }
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=kube.metadata(OLLAMA_SERVICE, namespace, labels, annotations=annotations),
-            spec={
-                "replicas": 1,
-                # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": kube.selector_labels(OLLAMA_SERVICE, instance)},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
-            opts=child,
+        # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
+        deployment = recreated_deployment(
+            name,
+            OLLAMA_SERVICE,
+            placement,
+            labels,
+            pod_spec,
+            kube.image_skips(ollama),
+            IMAGE_PULL_SECONDS,
+            child,
+            init_seconds=init_seconds,
         )
         service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, placement, labels, child)
         self.deployment_name = deployment.metadata.name

@@ -15,7 +15,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import kube
-from components.backend import expose_to_gateway, model_volume
+from components.backend import expose_to_gateway, model_volume, recreated_deployment
 from components.names import REDIS_PORT, REDIS_SERVICE, service_host
 from components.redis_config import REDIS_DATA_DIR, redis_conf, redis_url
 from components.settings import RedisSettings
@@ -72,21 +72,8 @@ class RedisStore(pulumi.ComponentResource):
             child,
         )
         pod_spec = self._pod_spec(redis, config.metadata.name, data.metadata.name)
-        annotations = {
-            **kube.checkov_skips(kube.image_skips(redis)),
-            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)),
-        }
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=kube.metadata(REDIS_SERVICE, namespace, labels, annotations=annotations),
-            spec={
-                "replicas": 1,
-                # One writer of the append-only file: the old pod stops before the new one mounts it.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": kube.selector_labels(REDIS_SERVICE, instance)},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
-            opts=child,
+        deployment = recreated_deployment(
+            name, REDIS_SERVICE, placement, labels, pod_spec, kube.image_skips(redis), IMAGE_PULL_SECONDS, child
         )
         service = expose_to_gateway(name, REDIS_SERVICE, REDIS_PORT, placement, labels, child, port_name="redis")
         host = pulumi.Output.from_input(namespace).apply(

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import kube
-from components.backend import expose_to_gateway, model_volume
+from components.backend import expose_to_gateway, model_volume, recreated_deployment
 from components.names import VLLM_PORT, VLLM_SERVICE
 from components.settings import VllmSettings
 
@@ -59,26 +58,11 @@ class VllmBackend(pulumi.ComponentResource):
         # the cache volume, but a read-only root has not been proven safe for every vLLM release.
         skips["CKV_K8S_22"] = "vLLM JIT caches write outside HOME in some releases; root stays writable"
         pod_spec = self._pod_spec(vllm, cache.metadata.name)
-        annotations = {
-            **kube.checkov_skips(skips),
-            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)),
-        }
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=kube.metadata(VLLM_SERVICE, namespace, labels, annotations=annotations),
-            spec={
-                # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the
-                # gateway gets "connection refused" at once and moves on to Ollama.
-                "replicas": args.replicas,
-                # One GPU cannot hold the old and the new pod at once: stop, then start.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": kube.selector_labels(VLLM_SERVICE, instance)},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": pod_spec,
-                },
-            },
-            opts=child,
+        # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the gateway
+        # gets "connection refused" at once and moves on to Ollama. One GPU cannot hold the old and
+        # the new pod at once: stop, then start.
+        deployment = recreated_deployment(
+            name, VLLM_SERVICE, placement, labels, pod_spec, skips, IMAGE_PULL_SECONDS, child, replicas=args.replicas
         )
         service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, placement, labels, child)
         self.deployment_name = deployment.metadata.name
