@@ -137,7 +137,7 @@ class SharedCounts:
         tag = "{" + key_prefix + "}"  # not an f-string: doubled braces in the ConfigMap read as a template to checkov
         self.keys = {name: f"{tag}:cloud-guard:{name}" for name in keys}
         self.clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.unwritten: list[tuple[int, int]] = []  # (tokens, micro-dollars) Redis missed
+        self.unwritten = [0, 0]  # tokens and micro-dollars Redis missed, summed until it answers
 
     def _scripts(self):
         loop = asyncio.get_running_loop()
@@ -172,7 +172,8 @@ class SharedCounts:
         try:
             await self._write(tokens, micro, period)
         except GuardStoreDown:
-            self.unwritten.append((tokens, micro))
+            self.unwritten[0] += tokens
+            self.unwritten[1] += micro
 
     async def _write(self, tokens: int, micro: int, period: float) -> None:
         k = self.keys
@@ -181,10 +182,10 @@ class SharedCounts:
 
     async def _write_unwritten(self, period: float) -> None:
         """Spend counted while Redis was away is written before anything else is admitted."""
-        while self.unwritten:
-            tokens, micro = self.unwritten[0]
-            await self._write(tokens, micro, period)
-            self.unwritten.pop(0)
+        tokens, micro = self.unwritten
+        if tokens or micro:
+            await self._write(tokens, micro, period)  # raises while Redis is still away: kept for later
+            self.unwritten = [0, 0]
 
 
 class CloudGuard(CustomLogger):

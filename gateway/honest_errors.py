@@ -79,8 +79,10 @@ def _client_error_status(exception: Exception, text: str) -> int | None:
     return status if status in CLIENT_ERROR_STATUSES else None
 
 
-def _cloud_cooldown() -> tuple[str | None, str]:
-    """The status and (start of the) error that put the cloud tier in cooldown, if it is cooling down."""
+async def _cloud_cooldown() -> tuple[str | None, str]:
+    """The status and (start of the) error that put the cloud tier in cooldown, if it is cooling down.
+    Read asynchronously: with Redis, cooldowns may be read from it, and a slow Redis must not block
+    every other request of this process meanwhile."""
     try:
         from litellm.proxy.proxy_server import llm_router
     except ImportError:
@@ -92,7 +94,7 @@ def _cloud_cooldown() -> tuple[str | None, str]:
         for deployment in llm_router.model_list or []
         if (deployment.get("model_info") or {}).get(LEAVES_CLUSTER)
     ]
-    for _, cooldown in llm_router.cooldown_cache.get_active_cooldowns(cloud_ids, None):
+    for _, cooldown in await llm_router.cooldown_cache.async_get_active_cooldowns(cloud_ids, None):
         return str(cooldown.get("status_code")), str(cooldown.get("exception_received") or "")
     return None, ""
 
@@ -146,7 +148,7 @@ class HonestErrors(CustomLogger):
             detail = sanitize(_last_tier_message(text).split("LiteLLM:", 1)[0])
             message = f"The model rejected the request: {detail}"
             return _error(client_status, message, "invalid_request_error", "invalid_request")
-        cloud_status, cloud_error = _cloud_cooldown()
+        cloud_status, cloud_error = await _cloud_cooldown()
         if cloud_status in ("401", "403") or re.search(r"AuthenticationError|PermissionDeniedError", text):
             return _error(
                 503,

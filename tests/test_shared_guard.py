@@ -155,7 +155,9 @@ def test_spend_counted_while_redis_was_away_is_written_when_it_returns(redis_ser
         guard = replica()
         assert await admitted(guard, deployment)
         redis_server.kill()
-        await answered(guard, deployment, tokens=42, cost=0.25)
+        await answered(guard, deployment, tokens=40, cost=0.25)
+        await answered(guard, deployment, tokens=2, cost=0.0)
+        assert not await admitted(guard, cloud(limits(redis_server, tpm=1_000_000)))  # closed: Redis still away
         redis_server.start()
         assert await admitted(guard, deployment)
 
