@@ -55,7 +55,7 @@ gateway = LiteLLMGateway(
         placement,
         openai_api_key=openai_api_key(settings),
         database_url=database_url(settings),
-        redis=settings.redis if settings.redis.enabled else None,
+        redis=settings.redis,
         redis_url=redis_url,
     ),
     opts=on_cluster,

@@ -6,7 +6,7 @@ Service. Policy lives in components/fallback.py; this file only deploys its outp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -57,8 +57,8 @@ class LiteLLMArgs:
     # Secret Outputs (`Config.require_secret`), or None when the cloud tier / the database is off.
     openai_api_key: pulumi.Output[str] | None = None
     database_url: pulumi.Output[str] | None = None
-    # The fleet's shared state: RedisStore.url (deploy) or the secret `redisUrl` (external).
-    redis: RedisSettings | None = None
+    # The fleet's shared state: RedisStore.url (deploy), the secret `redisUrl` (external), or none (off).
+    redis: RedisSettings = field(default_factory=RedisSettings)
     redis_url: pulumi.Output[str] | None = None
 
 
@@ -314,10 +314,10 @@ def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
     if args.database_url is not None:
         # The database host is inside the secret URL; only its port is opened, to any address.
         egress.append({"ports": [{"protocol": "TCP", "port": args.gateway.database_port}]})
-    if args.redis is not None and args.redis.mode == "deploy":
+    if args.redis.mode == "deploy":
         redis_pods = {"podSelector": {"matchLabels": kube.selector_labels(REDIS_SERVICE, instance)}}
         egress.append({"to": [redis_pods], "ports": [{"protocol": "TCP", "port": REDIS_PORT}]})
-    elif args.redis is not None and args.redis.mode == "external":
+    elif args.redis.mode == "external":
         # As for the database: the host is inside the secret URL, only the port is opened.
         egress.append({"ports": [{"protocol": "TCP", "port": args.redis.external_port}]})
     return {

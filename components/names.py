@@ -58,10 +58,6 @@ def config_key(key: str) -> str:
     return f"{PROJECT}:{key}"
 
 
-def gateway_secret_name(suffix: str) -> str:
-    return f"{GATEWAY_SERVICE}-{suffix}"
-
-
 def service_host(service: str, namespace: str, domain: str) -> str:
     """A Service's in-cluster DNS name; `domain` is the cluster's DNS domain (cluster.local by default)."""
     return f"{service}.{namespace}.svc.{domain}"

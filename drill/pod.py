@@ -6,8 +6,9 @@ plain manifests); this module never imports Pulumi. From the pod spec it takes:
 - the image's own ENV (docker/Dockerfile.non_root of BerriAI/litellm), then the container's env on
   top, `secretKeyRef` resolved from the rendered Secrets;
 - `runAsUser` / `runAsGroup` (a user namespace: a UID no passwd file here knows), a read-only root
-  when `readOnlyRootFilesystem` says so, every emptyDir as a tmpfs, every configMap volume laid
-  out as the kubelet lays it out (`..data` → a timestamped directory, each key a symlink);
+  when `readOnlyRootFilesystem` says so, every emptyDir (and claim) as a tmpfs, every configMap and
+  secret volume laid out as the kubelet lays it out (`..data` → a timestamped directory, each key
+  a symlink). These pieces also run the Redis pod (tests/test_redis_pod.py);
 - the probes (startup, readiness, liveness) on the spec's paths and ports, as the kubelet runs them;
 - termination as the kubelet does it: the preStop action, SIGTERM, then SIGKILL after
   `terminationGracePeriodSeconds`.
@@ -29,6 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,71 @@ def config_map_volume(directory: Path, data: dict[str, str]) -> Path:
     return directory
 
 
+def container_environment(
+    container: dict[str, Any], secrets: dict[str, dict[str, str]], image_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The image's ENV, then the container's env on top (`secretKeyRef` resolved), as a runtime does."""
+    env = dict(image_env or {})
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets[ref["name"]][ref["key"]]
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def volume_args(
+    spec: dict[str, Any],
+    container: dict[str, Any],
+    config_map_data: Callable[[str], dict[str, str]],
+    secrets: dict[str, dict[str, str]],
+    workdir: Path,
+) -> list[str]:
+    """bubblewrap mounts for the container's volumes: emptyDirs and claims as empty tmpfs (a new
+    claim is empty and writable by the pod's fsGroup), configMaps and Secrets in the kubelet's layout."""
+    args: list[str] = []
+    volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        volume, path = volumes[mount["name"]], mount["mountPath"]
+        # A container runtime creates mount points in the container's own root; inside a
+        # read-only bind of this machine's root they must exist already.
+        Path(path).mkdir(parents=True, exist_ok=True)
+        if "emptyDir" in volume or "persistentVolumeClaim" in volume:
+            args += ["--tmpfs", path]
+            continue
+        if "configMap" in volume:
+            data = config_map_data(volume["configMap"]["name"])
+        elif "secret" in volume:
+            data = secrets[volume["secret"]["secretName"]]
+        else:
+            raise ValueError(f"volume {mount['name']}: only emptyDir, claims, configMap and secret are emulated")
+        source = config_map_volume(workdir / mount["name"], data)
+        args += ["--ro-bind" if mount.get("readOnly") else "--bind", str(source), path]
+    return args
+
+
+def container_sandbox(
+    spec: dict[str, Any], container: dict[str, Any], environment: dict[str, str], volumes: list[str]
+) -> list[str]:
+    """bubblewrap as the container runtime: the spec's UID and GID in a user namespace, a read-only
+    root, its own PID and IPC namespaces, only the container's environment, its volumes. The caller
+    adds what differs (PID 1, a network namespace, the working directory) and the command."""
+    security = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
+    user, group = security["runAsUser"], security.get("runAsGroup", security["runAsUser"])
+    if security.get("runAsNonRoot") and user == 0:
+        raise ValueError("runAsNonRoot with runAsUser 0: the kubelet would refuse this pod")
+    if not security.get("readOnlyRootFilesystem"):
+        raise ValueError("only a read-only root is emulated (a writable one would write to this machine)")
+    sandbox = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev"]
+    sandbox += ["--unshare-user", "--uid", str(user), "--gid", str(group), "--unshare-ipc", "--unshare-pid"]
+    sandbox += ["--die-with-parent", "--clearenv"]
+    for name, value in environment.items():
+        sandbox += ["--setenv", name, value]
+    return [*sandbox, *volumes, "--proc", "/proc"]
+
+
 @dataclass
 class EmulatedPod:
     """One gateway pod from its Deployment manifest (the first container)."""
@@ -94,53 +161,20 @@ class EmulatedPod:
         return f"http://{LOOPBACK}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        env = dict(LITELLM_IMAGE_ENV)
-        for item in self.container.get("env", []):
-            if "value" in item:
-                env[item["name"]] = item["value"]
-            else:
-                ref = item["valueFrom"]["secretKeyRef"]
-                env[item["name"]] = self.secrets[ref["name"]][ref["key"]]
-        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        return env
+        return container_environment(self.container, self.secrets, LITELLM_IMAGE_ENV)
 
-    def _volume_args(self) -> list[str]:
-        args: list[str] = []
-        volumes = {volume["name"]: volume for volume in self.spec.get("volumes", [])}
-        for mount in self.container.get("volumeMounts", []):
-            volume, path = volumes[mount["name"]], mount["mountPath"]
-            # A container runtime creates mount points in the container's own root; inside a
-            # read-only bind of this machine's root they must exist already.
-            Path(path).mkdir(parents=True, exist_ok=True)
-            if "emptyDir" in volume:
-                args += ["--tmpfs", path]
-            elif "configMap" in volume:
-                data = dict(self.config_maps[volume["configMap"]["name"]])
-                if "config.yaml" in data:
-                    data["config.yaml"] = drill_config(data["config.yaml"], self.api_bases)
-                source = config_map_volume(self.workdir / mount["name"], data)
-                args += ["--ro-bind" if mount.get("readOnly") else "--bind", str(source), path]
-            else:
-                raise ValueError(f"volume {mount['name']}: only emptyDir and configMap are emulated")
-        return args
+    def _config_map_data(self, name: str) -> dict[str, str]:
+        data = dict(self.config_maps[name])
+        if "config.yaml" in data:
+            data["config.yaml"] = drill_config(data["config.yaml"], self.api_bases)
+        return data
 
     def command(self, info_fd: int) -> list[str]:
-        security = {**self.spec.get("securityContext", {}), **self.container.get("securityContext", {})}
-        user, group = security["runAsUser"], security.get("runAsGroup", security["runAsUser"])
-        if security.get("runAsNonRoot") and user == 0:
-            raise ValueError("runAsNonRoot with runAsUser 0: the kubelet would refuse this pod")
-        if not security.get("readOnlyRootFilesystem"):
-            raise ValueError("only a read-only root is emulated (a writable one would write to this machine)")
-        sandbox = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev"]
-        sandbox += ["--unshare-user", "--uid", str(user), "--gid", str(group), "--unshare-ipc"]
-        # The container's own PID namespace, the entrypoint as PID 1: when it exits, every other
+        volumes = volume_args(self.spec, self.container, self._config_map_data, self.secrets, self.workdir)
+        sandbox = container_sandbox(self.spec, self.container, self.environment(), volumes)
+        # The entrypoint as PID 1 of the container's own PID namespace: when it exits, every other
         # process of the container goes with it, as in a pod.
-        sandbox += ["--unshare-pid", "--as-pid-1"]
-        sandbox += ["--die-with-parent", "--info-fd", str(info_fd), "--clearenv"]
-        for name, value in self.environment().items():
-            sandbox += ["--setenv", name, value]
-        sandbox += self._volume_args()
-        sandbox += ["--proc", "/proc", "--chdir", "/"]
+        sandbox += ["--as-pid-1", "--info-fd", str(info_fd), "--chdir", "/"]
         return [*sandbox, *LITELLM_ENTRYPOINT, *self.container.get("args", [])]
 
     def start(self) -> EmulatedPod:

@@ -1,7 +1,6 @@
 """The cloud tier's spend guard: settings, rendering, and the guard's own arithmetic."""
 
 import asyncio
-import importlib.util
 
 import litellm
 import pytest
@@ -10,13 +9,11 @@ from components.declarations import ConfigError
 from components.fallback import litellm_config
 from components.names import CLOUD_GUARD_FILE
 from components.settings import parse_settings
+from tests.test_fallback import _gateway_module
 
 
 def load_guard_module():
-    spec = importlib.util.spec_from_file_location("cloud_guard_under_test", CLOUD_GUARD_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # as LiteLLM loads it: by path, not registered in sys.modules
-    return module
+    return _gateway_module(CLOUD_GUARD_FILE)  # as LiteLLM loads it: by path, a fresh module each time
 
 
 def cloud_entry(raw):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from drill.pod import bubblewrap, config_map_volume
+from drill.pod import bubblewrap, container_environment, container_sandbox, volume_args
 from pulumi_harness import DEPLOYMENT, SECRET, auto_name, run_program
 
 pytestmark = pytest.mark.skipif(
@@ -35,35 +35,20 @@ def redis_pod():
 
 
 def sandbox(spec: dict, secrets: dict, script: str, workdir: Path) -> list[str]:
+    """The container's sandbox (drill/pod.py) in its own network namespace, running `script`."""
     container = spec["containers"][0]
-    security = {**spec["securityContext"], **container["securityContext"]}
-    assert security["readOnlyRootFilesystem"] and security["runAsNonRoot"]
-    command = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    command += ["--unshare-user", "--uid", str(security["runAsUser"]), "--gid", str(security["runAsGroup"])]
-    command += ["--unshare-pid", "--unshare-ipc", "--unshare-net", "--die-with-parent", "--clearenv"]
-    command += ["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin"]
-    for item in container["env"]:
-        value = item.get("value")
-        if value is None:
-            reference = item["valueFrom"]["secretKeyRef"]
-            value = secrets[reference["name"]][reference["key"]]
-        command += ["--setenv", item["name"], value]
-    volumes = {volume["name"]: volume for volume in spec["volumes"]}
-    for mount in container["volumeMounts"]:
-        volume, path = volumes[mount["name"]], mount["mountPath"]
-        Path(path).mkdir(parents=True, exist_ok=True)  # a mount point must exist in the read-only root
-        if "secret" in volume:
-            source = config_map_volume(workdir / mount["name"], secrets[volume["secret"]["secretName"]])
-            command += ["--ro-bind", str(source), path]
-        else:  # the PVC: empty, writable, owned by the pod's user (fsGroup)
-            command += ["--tmpfs", path]
-    return [*command, "--chdir", "/data", "/bin/sh", "-c", script]
+    environment = container_environment(container, secrets)
+    volumes = volume_args(spec, container, lambda name: {}, secrets, workdir)  # the data claim: an empty tmpfs
+    command = container_sandbox(spec, container, environment, volumes)
+    # The pod's /tmp: the script's own log (Redis itself writes nothing outside /data).
+    return [*command, "--unshare-net", "--tmpfs", "/tmp", "--chdir", "/data", "/bin/sh", "-c", script]
 
 
 def test_redis_starts_as_its_pod_passes_its_probes_and_writes_only_its_volume():
     spec, secrets = redis_pod()
     container = spec["containers"][0]
     (argument,) = container["args"]
+    assert spec["securityContext"]["runAsNonRoot"] and container["securityContext"]["runAsNonRoot"]
     assert argument.endswith(".conf")  # what the image's entrypoint turns into `redis-server <file>`
     probe = container["readinessProbe"]["exec"]["command"]
     script = f"""
@@ -83,9 +68,7 @@ echo "root writable: $( (touch /written-by-redis-pod 2>/dev/null && echo yes) ||
 redis-cli shutdown nosave > /dev/null 2>&1
 """
     with tempfile.TemporaryDirectory(prefix="llm-gateway-redis-pod-") as workdir:
-        # The pod's /tmp: the script's own log (Redis itself writes nothing outside /data).
         command = sandbox(spec, secrets, script, Path(workdir))
-        command[command.index("--chdir") : command.index("--chdir")] = ["--tmpfs", "/tmp"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     report = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     print(f"\n[redis pod] {report}\n{result.stderr[-500:]}")
