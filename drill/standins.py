@@ -389,11 +389,13 @@ class OpenAIStandIn(StandIn):
             for index, word in enumerate(words):
                 await self._pace(index)
                 await event({"content": word if index == 0 else f" {word}"})
+        # Counted before the finish is sent: a client (the gateway) may answer its own client on the
+        # finish event, before the lines below are written, and a test then reads the counts.
+        self.served[kind] += 1
         await event({}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             await response.write(f"data: {json.dumps({'id': ident, 'choices': [], 'usage': usage})}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
-        self.served[kind] += 1
         return response
 
 
@@ -477,6 +479,6 @@ class OllamaStandIn(StandIn):
                 "done": False,
             }
             await response.write((json.dumps(piece) + "\n").encode())
+        self.served[kind] += 1  # before the final line, as for the OpenAI stream above
         await response.write((json.dumps({**done, "message": {"role": "assistant", "content": ""}}) + "\n").encode())
-        self.served[kind] += 1
         return response
