@@ -10,7 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import kube
-from components.fallback import chain_names, failover_chain, gateway_files, gateway_url
+from components.fallback import chain_names, failover_chain, gateway_files, gateway_url, longest_answer_seconds
 from components.ingress import GatewayIngress, IngressArgs
 from components.litellm import LiteLLMArgs, LiteLLMGateway
 from components.monitoring import GatewayMonitoring, MonitoringArgs
@@ -39,7 +39,8 @@ else:
     namespace = settings.namespace  # an existing namespace: neither created nor ever deleted
 placement = kube.Placement(namespace, instance, settings.network_policies)
 
-VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, placement), opts=on_cluster)
+live_cluster = not settings.render_yaml_to_directory
+VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, placement, live_cluster), opts=on_cluster)
 OllamaBackend("ollama", OllamaArgs(settings.ollama, placement), opts=on_cluster)
 if settings.redis.mode == "deploy":
     redis = RedisStore("redis", RedisArgs(settings.redis, placement, settings.cluster_domain), opts=on_cluster)
@@ -61,7 +62,8 @@ gateway = LiteLLMGateway(
     opts=on_cluster,
 )
 if settings.ingress.enabled:
-    GatewayIngress("ingress", IngressArgs(settings.ingress, placement), opts=on_cluster)
+    edge = IngressArgs(settings.ingress, placement, longest_answer_seconds(failover_chain(settings)))
+    GatewayIngress("ingress", edge, opts=on_cluster)
 if settings.alerts.enabled or settings.alerts.dashboard:
     monitoring = MonitoringArgs(settings.alerts, prometheus_rule_spec(settings), dashboard(settings), placement)
     GatewayMonitoring("monitoring", monitoring, opts=on_cluster)

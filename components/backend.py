@@ -24,11 +24,19 @@ def expose_to_gateway(
     labels: dict[str, str],
     child: pulumi.ResourceOptions,
     port_name: str = "http",
+    *,
+    await_seconds: int,
 ) -> k8s.core.v1.Service:
+    """`await_seconds`: the rollout budget of the pods behind it. Pulumi waits for a Service until
+    its endpoints hold no unready pod (pulumi-kubernetes await/service.go), 10 minutes unless told:
+    a loading model would fail the Service first. With no pod at all (Gaming Mode) the wait ends
+    once the empty endpoints have settled (10 s): nothing is waited for that never comes."""
     selector = kube.selector_labels(service_name, placement.instance)
     service = k8s.core.v1.Service(
         f"{name}-service",
-        metadata=kube.metadata(service_name, placement.namespace, labels),
+        metadata=kube.metadata(
+            service_name, placement.namespace, labels, annotations={kube.AWAIT_ANNOTATION: str(await_seconds)}
+        ),
         spec=kube.cluster_ip_service_spec(selector, port, port_name),
         opts=child,
     )
@@ -55,18 +63,20 @@ def recreated_deployment(
     labels: dict[str, str],
     pod_spec: dict[str, Any],
     checkov_skips: dict[str, str],
-    image_pull_seconds: int,
+    await_seconds: int,
     child: pulumi.ResourceOptions,
     replicas: int = 1,
-    init_seconds: int = 0,
 ) -> k8s.apps.v1.Deployment:
     """A backend's Deployment, one pod at a time (`Recreate`): the old pod lets go of what only one
     may hold (a ReadWriteOnce volume, the GPU, Redis' append-only file) before the new one starts.
-    `pulumi up` waits as long as the pod's own budgets allow (kube.rollout_seconds)."""
-    annotations = {
-        **kube.checkov_skips(checkov_skips),
-        kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, image_pull_seconds, init_seconds)),
-    }
+    `pulumi up` waits `await_seconds`, the pod's own budgets (kube.rollout_seconds)."""
+    annotations = {**kube.checkov_skips(checkov_skips), kube.AWAIT_ANNOTATION: str(await_seconds)}
+    if replicas == 0:
+        # No pod to wait for, and nothing to bind its claims: under a WaitForFirstConsumer
+        # StorageClass (kind, k3s, EKS gp3, GKE, AKS) they stay Pending, and pulumi-kubernetes'
+        # Deployment await also waits for every claim of the pod template to be Bound
+        # (await/deployment.go isEveryPVCReady), even at 0 replicas, until it times out.
+        annotations[kube.SKIP_AWAIT_ANNOTATION] = "true"
     return k8s.apps.v1.Deployment(
         f"{name}-deployment",
         metadata=kube.metadata(service_name, placement.namespace, labels, annotations=annotations),

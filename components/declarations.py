@@ -223,6 +223,10 @@ IMAGE = Text(
     forbidden=(r":(latest|main|stable|nightly)$", "pin an exact version tag; moving tags change under you"),
 )
 DIGEST = Text(r"sha256:[0-9a-f]{64}", 'an image digest "sha256:" followed by 64 hex digits, or leave it unset')
+MODEL_DIGEST = Text(
+    r"sha256:[0-9a-f]{64}",
+    'the model\'s digest "sha256:" followed by 64 hex digits (the pull-model log prints it), or leave it unset',
+)
 PRINTABLE = Text(r"[\x21-\x7e]{1,253}", "a non-empty string of printable ASCII without spaces")
 HTTPS_URL = Text(r"https://[A-Za-z0-9.-]+(:[0-9]+)?(/[\x21-\x7e]*)?", "an https:// URL")
 HOSTNAME = Text(

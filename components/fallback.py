@@ -64,6 +64,7 @@ from components.names import (
     VLLM_SERVICE,
     service_url,
 )
+from components.ollama_model import served_model
 from components.settings import GatewaySettings, Settings
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
@@ -143,14 +144,15 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             name="ollama",
             group=f"{client_group}-ollama",
             litellm_params={
-                "model": f"ollama_chat/{ollama.model}",
+                # The model the init container derives with a thread count (components/ollama.py).
+                "model": f"ollama_chat/{served_model(ollama.model)}",
                 "api_base": service_url(OLLAMA_SERVICE, settings.namespace, settings.cluster_domain, OLLAMA_PORT),
                 "timeout": ollama.timeout_seconds,
                 "max_retries": 0,
             },
             api="ollama",
             api_path="",
-            served_model=ollama.model,
+            served_model=served_model(ollama.model),
             service=OLLAMA_SERVICE,
             port=OLLAMA_PORT,
             cooled_down=False,

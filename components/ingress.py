@@ -16,11 +16,20 @@ from components import kube
 from components.names import GATEWAY_PORT, GATEWAY_SERVICE
 from components.settings import IngressSettings
 
+# The edge waits this much longer than the gateway may take, so the client gets the gateway's own
+# answer or error, never the edge's 504 while the gateway is still working (perhaps on a paid call).
+EDGE_MARGIN_SECONDS = 30
+# ingress-nginx's per-Ingress timeouts (seconds, unitless; its ConfigMap defaults are 60): read is
+# the longest silence between two reads from the gateway, which for a non-streaming answer is the
+# whole answer (docs/user-guide/nginx-configuration/annotations.md, "Custom timeouts").
+NGINX_TIMEOUTS = ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout")
+
 
 @dataclass(frozen=True)
 class IngressArgs:
     ingress: IngressSettings
     placement: kube.Placement
+    longest_answer_seconds: int  # components/fallback.py longest_answer_seconds(chain)
 
 
 class GatewayIngress(pulumi.ComponentResource):
@@ -32,11 +41,22 @@ class GatewayIngress(pulumi.ComponentResource):
         ingress, placement = args.ingress, args.placement
         labels = kube.labels(GATEWAY_SERVICE, placement.instance, "gateway")
         metadata = kube.metadata(GATEWAY_SERVICE, placement.namespace, labels)
-        if ingress.annotations:
-            metadata["annotations"] = dict(ingress.annotations)
+        edge_seconds = args.longest_answer_seconds + EDGE_MARGIN_SECONDS
         if ingress.kind == "Ingress":
+            # The operator's annotations come last: any of ours can be overridden.
+            metadata["annotations"] = {**ingress_annotations(edge_seconds), **ingress.annotations}
             k8s.networking.v1.Ingress(f"{name}-ingress", metadata=metadata, spec=ingress_spec(ingress), opts=child)
         else:
+            if ingress.annotations:
+                metadata["annotations"] = dict(ingress.annotations)
+            k8s.apiextensions.CustomResource(
+                f"{name}-serverstransport",
+                api_version="traefik.io/v1alpha1",
+                kind="ServersTransport",
+                metadata=kube.metadata(GATEWAY_SERVICE, placement.namespace, labels),
+                spec=servers_transport_spec(edge_seconds),
+                opts=child,
+            )
             k8s.apiextensions.CustomResource(
                 f"{name}-ingressroute",
                 api_version="traefik.io/v1alpha1",
@@ -47,6 +67,26 @@ class GatewayIngress(pulumi.ComponentResource):
             )
         self.url = f"{'https' if ingress.tls_secret_name else 'http'}://{ingress.host}"
         self.register_outputs({"url": self.url})
+
+
+def ingress_annotations(edge_seconds: int) -> dict[str, str]:
+    """What every Ingress of ours carries before the operator's annotations."""
+    return {
+        **{timeout: str(edge_seconds) for timeout in NGINX_TIMEOUTS},
+        # Pulumi's Ingress await wants `.status.loadBalancer.ingress` (pulumi-kubernetes
+        # await/ingress.go), which controllers without a published Service (NodePort, hostNetwork,
+        # k3s' Traefik by default) never write: `pulumi up` would fail after 10 minutes although
+        # the route works. The gateway's readiness is awaited on its Deployment. To wait for the
+        # address anyway: `ingress.annotations["pulumi.com/skipAwait"]: "false"`.
+        kube.SKIP_AWAIT_ANNOTATION: "true",
+    }
+
+
+def servers_transport_spec(edge_seconds: int) -> dict[str, Any]:
+    """Traefik v3's timeouts towards the gateway, for this route alone. Traefik's own default waits
+    for response headers forever, but a cluster-wide `serversTransport` may set less; headers of a
+    non-streaming answer come only with the whole answer (traefik.io_serverstransports.yaml)."""
+    return {"forwardingTimeouts": {"responseHeaderTimeout": f"{edge_seconds}s"}}
 
 
 def ingress_spec(ingress: IngressSettings) -> dict[str, Any]:
@@ -69,7 +109,8 @@ def ingress_route_spec(ingress: IngressSettings) -> dict[str, Any]:
             {
                 "match": f"Host(`{ingress.host}`)",
                 "kind": "Rule",
-                "services": [{"name": GATEWAY_SERVICE, "port": GATEWAY_PORT}],
+                # The ServersTransport of the same name, in this namespace: this route's timeouts.
+                "services": [{"name": GATEWAY_SERVICE, "port": GATEWAY_PORT, "serversTransport": GATEWAY_SERVICE}],
             }
         ],
     }

@@ -16,6 +16,9 @@ from components.settings import PinnedImage, Resources, Settings
 # Every pod here runs as this non-root user, above 10000 so it matches no user on the node; each
 # image allows it once HOME and its data directories point at writable volumes (set per component).
 RUN_AS_USER = 10001
+# The oldest Kubernetes the rendered objects are for: the tests validate every manifest strictly
+# against this version's schemas too, so a field too new for it fails there, not at `pulumi up`.
+MINIMUM_KUBERNETES_VERSION = "1.25"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,19 @@ def pod_security_context(user: int = RUN_AS_USER) -> dict[str, Any]:
     }
 
 
+def no_token_no_service_links() -> dict[str, Any]:
+    """What every pod here turns off of what the kubelet gives a pod by default.
+
+    No API token: nothing here calls the Kubernetes API. No service links: for every Service in the
+    namespace the kubelet would set `<NAME>_SERVICE_HOST`, `<NAME>_PORT=tcp://<ip>:<port>` and more
+    (kubernetes pkg/kubelet/envvars/envvars.go FromServices). The Service `vllm` alone gives every pod
+    `VLLM_PORT=tcp://…`, which vLLM reads as its own port and fails on at start (vllm/envs.py
+    get_vllm_port); `redis` gives `REDIS_PORT=tcp://…`, which LiteLLM reads for its caches. Only the
+    `kubernetes` Service's variables remain: the kubelet sets those even with links off
+    (pkg/kubelet/kubelet_pods.go getServiceEnvVarMap). Every pod finds the others by DNS name."""
+    return {"automountServiceAccountToken": False, "enableServiceLinks": False}
+
+
 def container_security_context(read_only_root: bool) -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -97,6 +113,9 @@ def exec_probe(command: list[str], period: int, timeout: int, failures: int) -> 
 # annotation), computed from the pod's own budgets so that the two can never disagree.
 AWAIT_ANNOTATION = "pulumi.com/timeoutSeconds"
 AWAIT_MARGIN_SECONDS = 120
+# `"true"`: `pulumi up` goes on as soon as the API server has accepted the object
+# (pulumi-kubernetes provider/pkg/metadata/overrides.go ReadyCondition); "false" or absent: it waits.
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 
 
 def probe_budget_seconds(probe: dict[str, Any]) -> int:

@@ -6,6 +6,8 @@ Service. Policy lives in components/fallback.py; this file only deploys its outp
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,12 @@ IMAGE_PULL_SECONDS = 300
 # Before SIGTERM the pod leaves the Service's endpoints; every kube-proxy and ingress must see that
 # before the proxy stops accepting, so the kubelet first pauses this long (preStop).
 PRE_STOP_SECONDS = 10
+# The pause as an exec hook, not `preStop.sleep` (feature PodLifecycleSleepAction: alpha and off in
+# 1.29, on from 1.30, kubernetes pkg/features/kube_features.go), so it works on every supported
+# Kubernetes. `python` is certain to be in the image: LiteLLM is Python, and the runtime stage of
+# docker/Dockerfile.non_root itself runs `python -c …` on the image's PATH (/app/.venv/bin first);
+# `sleep` is not named anywhere in it.
+PRE_STOP = {"exec": {"command": ["python", "-c", f"import time; time.sleep({PRE_STOP_SECONDS})"]}}
 # On SIGTERM LiteLLM's uvicorn stops accepting and waits for the requests in flight, but only for
 # GRACEFUL_SHUTDOWN_TIMEOUT (default 30 s, litellm/proxy/shutdown/graceful_shutdown_manager.py),
 # then cancels them. The pod sets it to the longest answer the chain allows, and the kubelet's
@@ -46,6 +54,14 @@ TEARDOWN_SECONDS = 10
 # mode LiteLLM writes the Prisma client and its migrations inside the image's tree, which that
 # Dockerfile chowns to this user; our usual UID 10001 cannot write there.
 IMAGE_USER = 65534
+# The startup probe: LiteLLM listens after ~15 s here; 150 s leave room for a slow node.
+STARTUP_PERIOD_SECONDS = 5
+STARTUP_FAILURES = 30
+# In database mode LiteLLM runs `prisma migrate deploy` before it listens, bounded by
+# DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT (600 s, litellm_proxy_extras/prisma_toolchain.py, installed
+# with litellm 1.108.7). A first migration on a slow database may take all of it: the startup probe
+# waits that long on top, or the kubelet would kill the pod mid-migration, again and again.
+MIGRATION_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -98,10 +114,9 @@ class LiteLLMGateway(pulumi.ComponentResource):
         skips["CKV_K8S_35"] = "LiteLLM reads keys as os.environ/NAME; values come from Secrets via secretKeyRef"
         database = args.database_url is not None
         pod_spec = self._pod_spec(gateway, config_map.metadata.name, secret_env, selector, database, args.chain)
-        annotations = {
-            **kube.checkov_skips(skips),
-            kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)),
-        }
+        # The Service's await waits for the same pods (backend.expose_to_gateway): the same budget.
+        awaits = {kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS))}
+        annotations = {**kube.checkov_skips(skips), **awaits}
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=self._metadata(GATEWAY_SERVICE, annotations=annotations),
@@ -121,7 +136,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=self._metadata(GATEWAY_SERVICE),
+            metadata=self._metadata(GATEWAY_SERVICE, annotations=awaits),
             spec=kube.cluster_ip_service_spec(selector, GATEWAY_PORT, "http"),
             opts=self._child,
         )
@@ -144,7 +159,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 opts=self._child,
             )
         if gateway.service_monitor:
-            self._service_monitor(selector, master_key_secret.metadata.name)
+            self._service_monitor(selector, master_key_secret.metadata.name, gateway.service_monitor_labels)
         self.config_map_name = config_map.metadata.name
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
@@ -197,13 +212,18 @@ class LiteLLMGateway(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _service_monitor(self, selector: dict[str, str], master_key_secret: pulumi.Input[str]) -> None:
-        """prometheus-operator scrapes /metrics/ with the master key (LiteLLM asks for it there)."""
+    def _service_monitor(
+        self, selector: dict[str, str], master_key_secret: pulumi.Input[str], extra_labels: Mapping[str, str]
+    ) -> None:
+        """prometheus-operator scrapes /metrics/ with the master key (LiteLLM asks for it there).
+
+        A Prometheus picks ServiceMonitors by label (kube-prometheus-stack: `release: <its release>`),
+        so the operator's labels go on it, or nothing is ever scraped."""
         k8s.apiextensions.CustomResource(
             f"{self._name}-metrics",
             api_version="monitoring.coreos.com/v1",
             kind="ServiceMonitor",
-            metadata=self._metadata(GATEWAY_SERVICE),
+            metadata=kube.metadata(GATEWAY_SERVICE, self._namespace, {**self._labels, **extra_labels}),
             spec={
                 "selector": {"matchLabels": selector},
                 "endpoints": [
@@ -231,7 +251,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
         chain: tuple[Tier, ...],
     ) -> dict[str, Any]:
         return {
-            "automountServiceAccountToken": False,
+            **kube.no_token_no_service_links(),
             "securityContext": kube.pod_security_context(IMAGE_USER if database else kube.RUN_AS_USER),
             # A rollout or a drain must not cut the longest answer the chain allows.
             "terminationGracePeriodSeconds": PRE_STOP_SECONDS + longest_answer_seconds(chain) + TEARDOWN_SECONDS,
@@ -252,12 +272,16 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(GATEWAY_PORT)],
                     "env": [*kube.env(gateway_environment(gateway, chain)), *secret_env],
                     "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-                    "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+                    "lifecycle": {"preStop": PRE_STOP},
                     "resources": kube.resources(gateway.resources),
                     # With a database, LiteLLM's Prisma client writes its engine files at start.
                     "securityContext": kube.container_security_context(read_only_root=not database),
                     "startupProbe": kube.http_probe(
-                        "/health/liveliness", GATEWAY_PORT, period=5, timeout=3, failures=30
+                        "/health/liveliness",
+                        GATEWAY_PORT,
+                        period=STARTUP_PERIOD_SECONDS,
+                        timeout=3,
+                        failures=startup_failures(database),
                     ),
                     # Never /health: it calls every model, the cloud included.
                     "readinessProbe": kube.http_probe(
@@ -278,6 +302,11 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 {"name": "tmp", "emptyDir": {}},
             ],
         }
+
+
+def startup_failures(database: bool) -> int:
+    """Failed startup probes the kubelet allows: the start, after the migration in database mode."""
+    return STARTUP_FAILURES + (math.ceil(MIGRATION_SECONDS / STARTUP_PERIOD_SECONDS) if database else 0)
 
 
 # Where the cloud tier may be: anywhere but the private ranges (the local tiers are in-cluster pods).

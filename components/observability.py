@@ -1,12 +1,14 @@
 """What operators are told and shown: alert rules and a Grafana dashboard, from the chain.
 
-Pure: no Pulumi import. Every expression uses metric names and labels the real proxy exports (the
-drill scrapes them after real failovers and `promtool test rules` runs these rules on that data):
+Pure: no Pulumi import. Every expression but one uses metric names and labels the real proxy exports
+(the drill scrapes them after real failovers and `promtool test rules` runs these rules on that data):
 LiteLLM's own per-deployment counters (label `model_id` = the tier id, `requested_model` = the model
 group) and the two the gateway's plugins add: `llm_gateway_failed_requests_total{reason}`
 (gateway/honest_errors.py) and `llm_gateway_cloud_guard_rejections_total{limit}`
 (gateway/cloud_guard.py). The tiers are read from the chain, never spelled out: the GPU tier is the
-first, Ollama the last one inside the cluster, the cloud the one outside it.
+first, Ollama the last one inside the cluster, the cloud the one outside it. The one: with the
+autoscaler on, kube-state-metrics' `kube_horizontalpodautoscaler_status_condition` (its
+internal/store/horizontalpodautoscaler.go), tested with promtool on series in that exporter's format.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from __future__ import annotations
 from typing import Any
 
 from components.fallback import Tier, failover_chain
-from components.names import PROJECT
+from components.names import GATEWAY_SERVICE, PROJECT
 from components.settings import Settings
 
 DASHBOARD_UID = "llm-gateway-failover"
 # Requests clients sent (LiteLLM's health probes carry route "None").
 CLIENT_REQUESTS = 'litellm_proxy_total_requests_metric_total{route!="None"}'
+# How long the autoscaler may go without metrics before anyone is told. Its controller marks
+# ScalingActive false at any sync (every 15 s by default) that gets no metrics, also briefly while
+# metrics-server has sampled no pod yet (a fresh start of either); a blind autoscaler still holds
+# its pods, so there is no hurry. kube-prometheus-stack's own HPA alerts wait 15 minutes too.
+AUTOSCALER_BLIND_FOR = "15m"
 
 
 def _served(tier: Tier, window: str) -> str:
@@ -40,13 +47,36 @@ def _failed(reason: str, window: str) -> str:
     return f'sum(increase(llm_gateway_failed_requests_total{{reason="{reason}"}}[{window}]))'
 
 
-def _rule(name: str, expr: str, severity: str, summary: str, description: str) -> dict[str, Any]:
+def _rule(
+    name: str, expr: str, severity: str, summary: str, description: str, hold_for: str | None = None
+) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
+        **({"for": hold_for} if hold_for else {}),
         "labels": {"severity": severity, "part_of": PROJECT},
         "annotations": {"summary": summary, "description": description},
     }
+
+
+def _autoscaler_blind(settings: Settings) -> dict[str, Any]:
+    """Without metrics (no metrics-server, or pods without CPU requests) the HPA cannot compute a
+    count: it keeps the replicas it has, minReplicas after the first `pulumi up`, and says so only in
+    its ScalingActive condition, which kube-state-metrics exports. Ours only: by namespace and name."""
+    selector = (
+        f'namespace="{settings.namespace}",horizontalpodautoscaler="{GATEWAY_SERVICE}",'
+        'condition="ScalingActive",status="false"'
+    )
+    return _rule(
+        "LlmGatewayAutoscalerBlind",
+        f"kube_horizontalpodautoscaler_status_condition{{{selector}}} == 1",
+        "warning",
+        "The gateway's autoscaler cannot read the pods' CPU use: it is not scaling",
+        f"ScalingActive is false: the gateway keeps the pods it has (minReplicas, "
+        f"{settings.gateway.autoscaling.min_replicas}, after a first `pulumi up`) whatever the load. Usually no "
+        f"metrics-server; `kubectl -n {settings.namespace} describe hpa {GATEWAY_SERVICE}` gives the reason.",
+        hold_for=AUTOSCALER_BLIND_FOR,
+    )
 
 
 def alert_rules(settings: Settings) -> list[dict[str, Any]]:
@@ -103,6 +133,8 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
                 "A cloud limit (openai.rpm, openai.tpm or openai.maxBudgetUsd) is reached while local tiers are down.",
             )
         )
+    if settings.gateway.autoscaling.enabled:
+        rules.append(_autoscaler_blind(settings))
     return rules
 
 

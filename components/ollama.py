@@ -10,31 +10,80 @@ import pulumi
 from components import kube
 from components.backend import expose_to_gateway, model_volume, recreated_deployment
 from components.names import OLLAMA_PORT, OLLAMA_SERVICE
+from components.ollama_model import OllamaName, served_model, threads_for_cpu_limit
 from components.settings import OllamaSettings
 
 MODELS_PATH = "/models"
 HOME_PATH = "/home/ollama"
 
-# Start a private server, pull the model onto the PVC, stop the server. A model already on the
-# volume is only checked, so restarts are quick.
+# The init container. Start a private server; pull the model only if the volume lacks it (or holds
+# another than the pinned one); check the pin; derive the served model; stop the server.
+# - No pull when the model is there: `ollama pull` asks the registry for the manifest even then
+#   (ollama v0.12.6 server/images.go, PullModel: "pulling manifest" before any local check), so a
+#   restart would need the internet. A manifest is written only after its blobs are verified
+#   (same function), so a manifest on the volume means a whole model.
+# - The digest is the sha256 of the manifest file (server/manifest.go ParseNamedManifest): what
+#   `ollama list` shows the first 12 hex digits of. 0.12.6 cannot pull by digest
+#   (types/model/name.go), so a pin is checked after the pull and on every start.
+# - Threads: the runner takes one thread per host core unless told (llm/server.go: `NumThread`, else
+#   GetOptimalThreadCount), and ignores the CFS quota (ollama issue #17916: 0.27 tok/s with 8 auto
+#   threads in a 4-CPU container, 12.07 tok/s with num_thread 4). 0.12.6 has no environment
+#   variable for it (envconfig/config.go). A per-request option would not do: `ollama run` (the
+#   warm-up) cannot send one, and a runner loaded with other runner options is reloaded
+#   (server/sched.go needsReload compares `Options.Runner`). A model's own parameters are every
+#   request's defaults (server/routes.go modelOptions), so the warm-up, the probe and LiteLLM all
+#   load the runner alike from a model derived with `PARAMETER num_thread`. `ollama create` FROM a
+#   model that is present pulls nothing (server/model.go parseFromModel); it is recreated on every
+#   start, so a new CPU limit takes effect with the pod that has it.
 PULL_SCRIPT = """\
+fail() { echo "pull-model: $*" >&2; kill "$server" 2>/dev/null; exit 1; }
 ollama serve &
 server=$!
 tries=0
 until ollama list >/dev/null 2>&1; do
-  tries=$((tries + 1)); [ "$tries" -gt "$SERVER_START_SECONDS" ] && { echo "ollama did not start" >&2; exit 1; }
+  tries=$((tries + 1)); [ "$tries" -gt "$SERVER_START_SECONDS" ] && fail "ollama did not start"
   sleep 1
 done
-timeout "$PULL_TIMEOUT_SECONDS" ollama pull "$OLLAMA_MODEL"
-status=$?
+manifest="$OLLAMA_MODELS/$MODEL_MANIFEST"
+on_volume() { [ -f "$manifest" ] && echo "sha256:$(sha256sum < "$manifest" | cut -d ' ' -f 1)"; }
+digest=$(on_volume)
+if [ -n "$digest" ] && { [ -z "$MODEL_DIGEST" ] || [ "$digest" = "$MODEL_DIGEST" ]; }; then
+  echo "$OLLAMA_MODEL is on the volume: no pull"
+else
+  timeout "$PULL_TIMEOUT_SECONDS" ollama pull "$OLLAMA_MODEL" || fail "could not pull $OLLAMA_MODEL"
+  digest=$(on_volume)
+fi
+echo "$OLLAMA_MODEL $digest"
+if [ -n "$MODEL_DIGEST" ] && [ "$digest" != "$MODEL_DIGEST" ]; then
+  fail "$OLLAMA_MODEL is $digest, not $MODEL_DIGEST as llm-gateway:ollama.modelDigest pins; the tag has \
+moved: check the new model, then set ollama.modelDigest to $digest (or pin another tag)"
+fi
+printf 'FROM %s\\nPARAMETER num_thread %s\\n' "$OLLAMA_MODEL" "$MODEL_THREADS" > /tmp/Modelfile
+ollama create "$SERVED_MODEL" -f /tmp/Modelfile >/dev/null || fail "could not create $SERVED_MODEL"
+echo "$SERVED_MODEL runs $MODEL_THREADS threads"
 kill "$server"
-exit "$status"
 """
-# Load the model into memory (Ollama's FAQ: `ollama run <model> ""` preloads it). Idempotent and
-# quick once it is loaded; OLLAMA_KEEP_ALIVE=-1 then keeps it there.
-WARM_UP = ["/bin/sh", "-c", 'ollama run "$OLLAMA_MODEL" "" >/dev/null']
-# Ready only while the model is resident (`ollama ps` reads /api/ps).
-MODEL_RESIDENT = ["/bin/sh", "-c", 'ollama ps | grep -qF -- "$OLLAMA_MODEL"']
+# Load the model into memory: `ollama run` with no prompt and stdin not a terminal sends an empty
+# prompt, which only loads (cmd/cmd.go RunHandler; server/routes.go GenerateHandler "load"). Not
+# `ollama run <model> ""` (Ollama's FAQ, at a terminal): in a probe stdin is not a terminal, it is
+# read and joined to the "" argument, and the prompt " " makes the model answer on every try.
+# OLLAMA_KEEP_ALIVE=-1 then keeps it loaded.
+LOAD = 'ollama run "$SERVED_MODEL" </dev/null >/dev/null'
+# The server must answer `ollama ps` within this, or the pod is NotReady at once: a frozen server
+# leaves the Service's endpoints as fast as before, not after a load budget.
+LIST_SECONDS = 3
+RESIDENT = (
+    f"resident() {{ loaded=$(timeout {LIST_SECONDS} ollama ps) || exit 1; "
+    'printf "%s\\n" "$loaded" | cut -d " " -f 1 | grep -qxF -- "$SERVED_MODEL"; }'  # the NAME column, exactly
+)
+WARM_UP = ["/bin/sh", "-c", LOAD]
+# Ready while the model is resident, and if it is not, ready again once it is loaded back. Nothing
+# else would reload it: the startup probe never runs again, and a model leaves memory when a request
+# carries `keep_alive: 0` (server/sched.go: a zero session duration expires the runner once idle),
+# or on `ollama stop`. The kubelet runs one probe at a time, so a reload is never doubled.
+MODEL_RESIDENT = ["/bin/sh", "-c", f"{RESIDENT}\nresident || {{ {LOAD} && resident; }}"]
+# One model load on CPU (tens of seconds for a 3B model): the budget of a warm-up or a reload.
+LOAD_SECONDS = 120
 IMAGE_PULL_SECONDS = 300  # the Ollama image is a few GB
 SERVER_START_SECONDS = 60  # the pull script waits this long for its private server
 # The image sets NVIDIA_VISIBLE_DEVICES=all: on a node whose default runtime is nvidia the "CPU"
@@ -71,19 +120,12 @@ class OllamaBackend(pulumi.ComponentResource):
         )
         pod_spec = self._pod_spec(ollama, models.metadata.name)
         init_seconds = SERVER_START_SECONDS + ollama.pull_timeout_seconds
+        rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)
         # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
         deployment = recreated_deployment(
-            name,
-            OLLAMA_SERVICE,
-            placement,
-            labels,
-            pod_spec,
-            kube.image_skips(ollama),
-            IMAGE_PULL_SECONDS,
-            child,
-            init_seconds=init_seconds,
+            name, OLLAMA_SERVICE, placement, labels, pod_spec, kube.image_skips(ollama), rollout, child
         )
-        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, placement, labels, child)
+        service = expose_to_gateway(name, OLLAMA_SERVICE, OLLAMA_PORT, placement, labels, child, await_seconds=rollout)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
@@ -94,6 +136,7 @@ class OllamaBackend(pulumi.ComponentResource):
             "HOME": HOME_PATH,
             "OLLAMA_MODELS": MODELS_PATH,
             "OLLAMA_MODEL": ollama.model,
+            "SERVED_MODEL": served_model(ollama.model),
             **({} if ollama.gpu else NO_GPU_ENV),
         }
         mounts = [
@@ -102,7 +145,7 @@ class OllamaBackend(pulumi.ComponentResource):
             {"name": "tmp", "mountPath": "/tmp"},
         ]
         return {
-            "automountServiceAccountToken": False,
+            **kube.no_token_no_service_links(),
             "securityContext": kube.pod_security_context(),
             "initContainers": [
                 {
@@ -116,6 +159,9 @@ class OllamaBackend(pulumi.ComponentResource):
                             "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}",
                             "PULL_TIMEOUT_SECONDS": str(ollama.pull_timeout_seconds),
                             "SERVER_START_SECONDS": str(SERVER_START_SECONDS),
+                            "MODEL_MANIFEST": OllamaName.parse(ollama.model).manifest_path,
+                            "MODEL_DIGEST": ollama.model_digest or "",
+                            "MODEL_THREADS": str(threads_for_cpu_limit(ollama.resources.limits.cpu)),
                         }
                     ),
                     "resources": kube.resources(ollama.resources),
@@ -145,8 +191,8 @@ class OllamaBackend(pulumi.ComponentResource):
                     # so the first request after a failover or a restart does not pay the cold load.
                     # A startup probe, not a postStart hook: a failed hook kills the container
                     # (the Ollama chart's PostHookStartError), a probe is retried.
-                    "startupProbe": kube.exec_probe(WARM_UP, period=10, timeout=120, failures=5),
-                    "readinessProbe": kube.exec_probe(MODEL_RESIDENT, period=5, timeout=3, failures=2),
+                    "startupProbe": kube.exec_probe(WARM_UP, period=10, timeout=LOAD_SECONDS, failures=5),
+                    "readinessProbe": kube.exec_probe(MODEL_RESIDENT, period=5, timeout=LOAD_SECONDS, failures=2),
                     "livenessProbe": kube.http_probe("/api/version", OLLAMA_PORT, period=15, timeout=5, failures=6),
                     "volumeMounts": mounts,
                 }

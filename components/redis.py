@@ -72,10 +72,13 @@ class RedisStore(pulumi.ComponentResource):
             child,
         )
         pod_spec = self._pod_spec(redis, config.metadata.name, data.metadata.name)
+        rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)
         deployment = recreated_deployment(
-            name, REDIS_SERVICE, placement, labels, pod_spec, kube.image_skips(redis), IMAGE_PULL_SECONDS, child
+            name, REDIS_SERVICE, placement, labels, pod_spec, kube.image_skips(redis), rollout, child
         )
-        service = expose_to_gateway(name, REDIS_SERVICE, REDIS_PORT, placement, labels, child, port_name="redis")
+        service = expose_to_gateway(
+            name, REDIS_SERVICE, REDIS_PORT, placement, labels, child, port_name="redis", await_seconds=rollout
+        )
         host = pulumi.Output.from_input(namespace).apply(
             lambda space: service_host(REDIS_SERVICE, space, args.cluster_domain)
         )
@@ -91,7 +94,7 @@ class RedisStore(pulumi.ComponentResource):
         redis: RedisSettings, config_secret: pulumi.Input[str], data_claim: pulumi.Input[str]
     ) -> dict[str, Any]:
         return {
-            "automountServiceAccountToken": False,
+            **kube.no_token_no_service_links(),
             "securityContext": kube.pod_security_context(REDIS_USER),
             "containers": [
                 {

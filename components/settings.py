@@ -31,6 +31,7 @@ from components.declarations import (
     LABEL_VALUE,
     LABELS,
     MODEL,
+    MODEL_DIGEST,
     PRINTABLE,
     QUANTITY,
     Amount,
@@ -52,6 +53,7 @@ from components.names import (
     SECRET_CONFIG_KEYS,
     config_key,
 )
+from components.ollama_model import model_problem
 
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
@@ -125,7 +127,9 @@ class VllmSettings(PinnedImage):
     image: str = setting(DEFAULT_VLLM_IMAGE, IMAGE, "vLLM image; exact tag required (`latest` is rejected).")
     image_digest: str | None = setting(None, DIGEST, _DIGEST_DOC)
     model: str = setting("Qwen/Qwen2.5-7B-Instruct-AWQ", MODEL, "Hugging Face model id, also the served model name.")
-    replicas: int = setting(1, Whole(0, 8), "vLLM pods. `0` is kept as 0.")
+    replicas: int = setting(
+        1, Whole(0, 8), "vLLM pods, applied when this changes; `kubectl scale` may change them in between. `0` is kept."
+    )
     gpu_count: int = setting(1, Whole(0, 8), "`nvidia.com/gpu` limit per pod (0 = none).")
     resources: Resources = setting(resources("2", "12Gi", "4", "16Gi"), Nested(Resources), "vLLM container resources.")
     node_selector: Mapping[str, str] = setting(EMPTY_MAP, LABELS, "Node labels the vLLM pod must match.")
@@ -176,7 +180,15 @@ class VllmSettings(PinnedImage):
 class OllamaSettings(PinnedImage):
     image: str = setting(DEFAULT_OLLAMA_IMAGE, IMAGE, "Ollama image; exact tag required.")
     image_digest: str | None = setting(None, DIGEST, _DIGEST_DOC)
-    model: str = setting("qwen2.5:3b", MODEL, "Pulled onto the PVC by an init container.")
+    model: str = setting(
+        "qwen2.5:3b", MODEL, "Pulled onto the PVC by an init container once; a restart with it there needs no network."
+    )
+    model_digest: str | None = setting(
+        None,
+        MODEL_DIGEST,
+        "Pins the model: the init container refuses to start Ollama on any other (a moved tag), pulling only "
+        "when the volume lacks it.",
+    )
     resources: Resources = setting(resources("2", "4Gi", "4", "8Gi"), Nested(Resources), "Ollama container resources.")
     storage_size: str = setting("20Gi", QUANTITY, "Models PVC.")
     storage_class_name: str | None = setting(None, DNS_LABEL, "PVC storage class (unset: the cluster default).")
@@ -192,6 +204,11 @@ class OllamaSettings(PinnedImage):
         "`false` hides every GPU from Ollama (NVIDIA_VISIBLE_DEVICES=void, CUDA_VISIBLE_DEVICES=-1), even on nodes "
         "whose default runtime is nvidia, so the CPU tier never holds VRAM that vLLM needs.",
     )
+
+    def check(self, path: str) -> None:
+        problem = model_problem(self.model)
+        if problem:
+            raise ConfigError(f"{path}.model", self.model, problem)
 
 
 @dataclass(frozen=True)
@@ -277,6 +294,11 @@ class GatewaySettings(PinnedImage):
     service_monitor: bool = setting(
         False, Flag(), "A prometheus-operator `ServiceMonitor` scraping them (needs the CRD)."
     )
+    service_monitor_labels: Mapping[str, str] = setting(
+        EMPTY_MAP,
+        LABELS,
+        "Labels your Prometheus' serviceMonitorSelector wants, e.g. `{release: kube-prometheus-stack}`.",
+    )
     database_port: int = setting(5432, Whole(1, 65535), "Opened in the gateway's egress when `databaseUrl` is set.")
     api_docs: bool = setting(
         False, Flag(), "Serve LiteLLM's Swagger UI, ReDoc and `/openapi.json` (to anyone who reaches the gateway)."
@@ -300,6 +322,13 @@ class GatewaySettings(PinnedImage):
     def check(self, path: str) -> None:
         if self.service_monitor and not self.metrics:
             raise ConfigError(f"{path}.serviceMonitor", True, "needs gateway.metrics true (there is nothing to scrape)")
+        if self.service_monitor_labels and not self.service_monitor:
+            # Labels with nothing to carry them would leave the operator believing Prometheus selects us.
+            raise ConfigError(
+                f"{path}.serviceMonitorLabels",
+                dict(self.service_monitor_labels),
+                "they label the ServiceMonitor: set gateway.serviceMonitor true, or remove them",
+            )
         # A failed probe cools vLLM down until the next probe can fail again; a shorter cooldown opens
         # a window in which requests are sent to a hung vLLM and wait for its whole timeout.
         cycle = self.health_check_interval_seconds + self.probe_timeout_seconds
@@ -412,7 +441,12 @@ class Settings:
     cluster_domain: str = setting(
         "cluster.local", HOSTNAME, "The cluster's DNS domain, in the Service addresses (`<svc>.<ns>.svc.<domain>`)."
     )
-    gaming_mode: bool = setting(False, Flag(), "`true` scales vLLM to 0 replicas; the chain is unchanged.")
+    gaming_mode: bool = setting(
+        False,
+        Flag(),
+        "`true` scales vLLM to 0 replicas when this changes; `kubectl scale` may change them in between. "
+        "The chain is unchanged.",
+    )
     vllm: VllmSettings = setting(None, Nested(VllmSettings), "The GPU tier.")
     ollama: OllamaSettings = setting(None, Nested(OllamaSettings), "The CPU tier.")
     openai: OpenAISettings = setting(None, Nested(OpenAISettings), "The cloud tier.")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from components import kube
 from components.backend import expose_to_gateway, model_volume, recreated_deployment
@@ -31,6 +32,16 @@ RUNTIME_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+# After the Deployment exists its count is whoever scaled it last: `kubectl scale` (Gaming Mode from
+# the gaming machine) or the stack's replica patch below. Under server-side apply a field in
+# ignoreChanges that another manager owns is left out of what `pulumi up` applies
+# (pulumi-kubernetes await/await.go handleSSAIgnoreFields), and `kubectl scale` owns the count
+# through the scale subresource, which Pulumi never takes over (its fixCSAFieldManagers skips
+# subresource entries): a later `pulumi up` keeps the count, with or without `--refresh`.
+# Whether the Deployment is awaited is decided once too: created at 0, its claim may never bind.
+SCALED_OUTSIDE_PULUMI = ["spec.replicas", f'metadata.annotations["{kube.SKIP_AWAIT_ANNOTATION}"]']
+# A replica patch overrides a count that kubectl set: the operator changed the stack on purpose.
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,9 @@ class VllmArgs:
     vllm: VllmSettings
     replicas: int  # Gaming Mode already applied: 0 while the GPU is handed back
     placement: kube.Placement
+    # False when rendering YAML: there is no live count to patch, and the patch's file would
+    # overwrite the Deployment's (same kind, namespace and name).
+    patch_replicas: bool = True
 
 
 class VllmBackend(pulumi.ComponentResource):
@@ -61,19 +75,51 @@ class VllmBackend(pulumi.ComponentResource):
         # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the gateway
         # gets "connection refused" at once and moves on to Ollama. One GPU cannot hold the old and
         # the new pod at once: stop, then start.
+        rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)
+        scaled_outside = child.merge(pulumi.ResourceOptions(ignore_changes=SCALED_OUTSIDE_PULUMI))
         deployment = recreated_deployment(
-            name, VLLM_SERVICE, placement, labels, pod_spec, skips, IMAGE_PULL_SECONDS, child, replicas=args.replicas
+            name, VLLM_SERVICE, placement, labels, pod_spec, skips, rollout, scaled_outside, replicas=args.replicas
         )
-        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, placement, labels, child)
+        if args.patch_replicas:
+            self._apply_stack_count(name, deployment, args.replicas, rollout)
+        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, placement, labels, child, await_seconds=rollout)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
+
+    def _apply_stack_count(
+        self, name: str, deployment: k8s.apps.v1.Deployment, replicas: int, await_seconds: int
+    ) -> None:
+        """The stack's count (`gamingMode`, `vllm.replicas`), applied when it changes, not on every
+        `pulumi up`. One patch per count (`vllm-replicas-<n>`): a new count is a new patch, whose
+        forced apply takes the count from whoever held it; the old patch is deleted and gives up
+        only what it still holds (pulumi-kubernetes provider/pkg/ssa Relinquish), i.e. nothing. The
+        patch ignores its own count afterwards, so a `pulumi refresh` reading kubectl's count back
+        never becomes a re-apply. It waits like the Deployment: for the pods of a count above 0."""
+        annotations = {PATCH_FORCE_ANNOTATION: "true"}
+        if replicas == 0:
+            annotations[kube.SKIP_AWAIT_ANNOTATION] = "true"  # no pod to wait for (backend.recreated_deployment)
+        k8s.apps.v1.DeploymentPatch(
+            f"{name}-replicas-{replicas}",
+            metadata={
+                "name": deployment.metadata.name,
+                "namespace": deployment.metadata.namespace,
+                "annotations": annotations,
+            },
+            spec={"replicas": replicas},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["spec.replicas"],
+                # Not an annotation: the patch's annotations land on the live Deployment.
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{await_seconds}s", update=f"{await_seconds}s"),
+            ),
+        )
 
     @staticmethod
     def _pod_spec(vllm: VllmSettings, cache_claim: pulumi.Input[str]) -> dict[str, Any]:
         gpu_limit = {"nvidia.com/gpu": str(vllm.gpu_count)} if vllm.gpu_count else {}
         spec: dict[str, Any] = {
-            "automountServiceAccountToken": False,
+            **kube.no_token_no_service_links(),
             "securityContext": kube.pod_security_context(),
             "containers": [
                 {

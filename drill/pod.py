@@ -3,15 +3,16 @@
 The test hands over the objects the Pulumi program registered (Deployment, ConfigMaps, Secrets, as
 plain manifests); this module never imports Pulumi. From the pod spec it takes:
 - the container's args, after the image's entrypoint (`prod_entrypoint.sh` execs `litellm "$@"`);
-- the image's own ENV (docker/Dockerfile.non_root of BerriAI/litellm), then the container's env on
-  top, `secretKeyRef` resolved from the rendered Secrets;
+- the image's own ENV (docker/Dockerfile.non_root of BerriAI/litellm), then the service links the
+  kubelet adds from the rendered Services, then the container's env on top, `secretKeyRef` resolved
+  from the rendered Secrets;
 - `runAsUser` / `runAsGroup` (a user namespace: a UID no passwd file here knows), a read-only root
   when `readOnlyRootFilesystem` says so, every emptyDir (and claim) as a tmpfs, every configMap and
   secret volume laid out as the kubelet lays it out (`..data` → a timestamped directory, each key
   a symlink). These pieces also run the Redis pod (tests/test_redis_pod.py);
 - the probes (startup, readiness, liveness) on the spec's paths and ports, as the kubelet runs them;
-- termination as the kubelet does it: the preStop action, SIGTERM, then SIGKILL after
-  `terminationGracePeriodSeconds`.
+- termination as the kubelet does it: the preStop hook (an exec runs inside the container), SIGTERM,
+  then SIGKILL when what is left of `terminationGracePeriodSeconds` has passed.
 The only change to the rendered bytes is the one the drill always makes: each tier's `api_base` in
 config.yaml points at a loopback stand-in (drill.runner.drill_config).
 """
@@ -35,12 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.stack_files import ROOT
 from drill.runner import drill_config
 from drill.standins import LOOPBACK
 
 # What the image itself sets (BerriAI/litellm docker/Dockerfile.non_root, runtime stage: `ENV ...`
 # and `USER nobody`); the container's env is applied on top, as the container runtime does.
 LITELLM_IMAGE_ENV = {
+    # `ENV PATH="/app/.venv/bin:${PATH}"`: this venv stands in for /app/.venv.
+    "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
     "HOME": "/app",
     "LITELLM_NON_ROOT": "true",
     "XDG_CACHE_HOME": "/app/.cache",
@@ -48,6 +52,8 @@ LITELLM_IMAGE_ENV = {
     "PRISMA_OFFLINE_MODE": "true",
     "PRISMA_SKIP_POSTINSTALL_GENERATE": "1",
 }
+# kuberuntime_container.go killContainer: however long preStop took, SIGTERM gets at least this.
+MINIMUM_GRACE_SECONDS = 2
 # `exec litellm "$@"` (docker/prod_entrypoint.sh): here, the pinned litellm of this venv.
 LITELLM_ENTRYPOINT = [str(Path(sys.executable).with_name("litellm"))]
 
@@ -67,11 +73,71 @@ def config_map_volume(directory: Path, data: dict[str, str]) -> Path:
     return directory
 
 
+# The API server's own Service in `default`: the kubelet gives every pod its variables, service links
+# on or off (kubernetes pkg/kubelet/kubelet_pods.go: masterServices, getServiceEnvVarMap).
+MASTER_SERVICE = {
+    "metadata": {"name": "kubernetes", "namespace": "default"},
+    "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]},
+}
+# Rendered Services have no cluster IP yet (the API server assigns one): these stand in for it.
+CLUSTER_IP_PREFIX = "10.96.1."
+
+
+def link_name(name: str) -> str:
+    """envvars.go makeEnvVariableName: upper case, `-` and `.` to `_`, a leading digit prefixed."""
+    name = name.replace(".", "_").replace("-", "_").upper()
+    return f"_{name}" if name[:1].isdigit() else name
+
+
+def service_link_variables(service: dict[str, Any]) -> dict[str, str]:
+    """envvars.go FromServices for one Service with a cluster IP (an IPv4 one: IPv6 would be bracketed)."""
+    prefix, ip, ports = link_name(service["metadata"]["name"]), service["spec"]["clusterIP"], service["spec"]["ports"]
+    variables = {f"{prefix}_SERVICE_HOST": ip, f"{prefix}_SERVICE_PORT": str(ports[0]["port"])}
+    for port in ports:
+        if port.get("name"):
+            variables[f"{prefix}_SERVICE_PORT_{link_name(port['name'])}"] = str(port["port"])
+    for index, port in enumerate(ports):  # the Docker-link style ones
+        protocol = port.get("protocol", "TCP")
+        url = f"{protocol.lower()}://{ip}:{port['port']}"
+        if index == 0:
+            variables[f"{prefix}_PORT"] = url
+        port_prefix = f"{prefix}_PORT_{port['port']}_{protocol.upper()}"
+        variables[port_prefix] = url
+        variables[f"{port_prefix}_PROTO"] = protocol.lower()
+        variables[f"{port_prefix}_PORT"] = str(port["port"])
+        variables[f"{port_prefix}_ADDR"] = ip
+    return variables
+
+
+def service_environment(spec: dict[str, Any], namespace: str, services: list[dict[str, Any]]) -> dict[str, str]:
+    """kubelet_pods.go getServiceEnvVarMap: the `kubernetes` Service of `default` always; every Service
+    of the pod's namespace only with service links on (`enableServiceLinks`, true unless set false)."""
+    links = spec.get("enableServiceLinks", True)
+    chosen: dict[str, dict[str, Any]] = {}
+    by_name = sorted(services, key=lambda service: service["metadata"]["name"])
+    for index, service in enumerate([MASTER_SERVICE, *by_name]):
+        name, space = service["metadata"]["name"], service["metadata"].get("namespace")
+        if service["spec"].get("clusterIP") == "None":  # headless: no variables
+            continue
+        service = {**service, "spec": {"clusterIP": f"{CLUSTER_IP_PREFIX}{index}", **service["spec"]}}
+        if space == "default" and name == "kubernetes":
+            chosen.setdefault(name, service)
+        elif space == namespace and links:
+            chosen[name] = service
+    return {name: value for service in chosen.values() for name, value in service_link_variables(service).items()}
+
+
 def container_environment(
-    container: dict[str, Any], secrets: dict[str, dict[str, str]], image_env: dict[str, str] | None = None
+    container: dict[str, Any],
+    secrets: dict[str, dict[str, str]],
+    image_env: dict[str, str] | None = None,
+    service_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The image's ENV, then the container's env on top (`secretKeyRef` resolved), as a runtime does."""
-    env = dict(image_env or {})
+    """The image's ENV; over it what the kubelet passes: the service links, and the container's env
+    (`secretKeyRef` resolved), which wins over a service link of the same name (makeEnvironmentVariables)."""
+    if any("$(" in item.get("value", "") for item in container.get("env", [])):
+        raise ValueError("`$(VAR)` references in env values are not emulated")
+    env = {**(image_env or {}), **(service_env or {})}
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
@@ -88,9 +154,12 @@ def volume_args(
     config_map_data: Callable[[str], dict[str, str]],
     secrets: dict[str, dict[str, str]],
     workdir: Path,
+    directories: dict[str, Path] | None = None,
 ) -> list[str]:
     """bubblewrap mounts for the container's volumes: emptyDirs and claims as empty tmpfs (a new
-    claim is empty and writable by the pod's fsGroup), configMaps and Secrets in the kubelet's layout."""
+    claim is empty and writable by the pod's fsGroup), configMaps and Secrets in the kubelet's layout.
+    A volume named in `directories` is that directory instead: shared by the pod's containers, and a
+    claim kept across pods (the Ollama pod's models)."""
     args: list[str] = []
     volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
@@ -98,6 +167,9 @@ def volume_args(
         # A container runtime creates mount points in the container's own root; inside a
         # read-only bind of this machine's root they must exist already.
         Path(path).mkdir(parents=True, exist_ok=True)
+        if mount["name"] in (directories or {}):
+            args += ["--bind", str(directories[mount["name"]]), path]
+            continue
         if "emptyDir" in volume or "persistentVolumeClaim" in volume:
             args += ["--tmpfs", path]
             continue
@@ -129,7 +201,17 @@ def container_sandbox(
     sandbox += ["--die-with-parent", "--clearenv"]
     for name, value in environment.items():
         sandbox += ["--setenv", name, value]
-    return [*sandbox, *volumes, "--proc", "/proc"]
+    mount_paths = [Path(mount["mountPath"]) for mount in container.get("volumeMounts", [])]
+    return [*sandbox, *volumes, *image_stand_in_binds(mount_paths), "--proc", "/proc"]
+
+
+def image_stand_in_binds(mount_paths: list[Path]) -> list[str]:
+    """This checkout and its Python stand in for the image's own files. A volume mounted where they lie
+    (a checkout under /tmp, the pod's /tmp emptyDir) would hide them: bind them back on top, read-only."""
+    wanted = sorted({Path(sys.prefix), Path(sys.base_prefix), ROOT})
+    hidden = [path for path in wanted if any(path.is_relative_to(mount) for mount in mount_paths)]
+    outermost = [path for path in hidden if not any(path != other and path.is_relative_to(other) for other in hidden)]
+    return [arg for path in outermost for arg in ("--ro-bind", str(path), str(path))]
 
 
 @dataclass
@@ -140,6 +222,7 @@ class EmulatedPod:
     config_maps: dict[str, dict[str, str]]  # name → data
     secrets: dict[str, dict[str, str]]  # name → stringData
     api_bases: dict[str, str]  # tier id → loopback stand-in
+    services: list[dict[str, Any]]  # the rendered Services: the kubelet's service links come from them
     process: subprocess.Popen | None = None
     child_pid: int | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llm-gateway-pod-")))
@@ -161,7 +244,8 @@ class EmulatedPod:
         return f"http://{LOOPBACK}:{self.port}"
 
     def environment(self) -> dict[str, str]:
-        return container_environment(self.container, self.secrets, LITELLM_IMAGE_ENV)
+        links = service_environment(self.spec, self.deployment["metadata"]["namespace"], self.services)
+        return container_environment(self.container, self.secrets, LITELLM_IMAGE_ENV, links)
 
     def _config_map_data(self, name: str) -> dict[str, str]:
         data = dict(self.config_maps[name])
@@ -221,17 +305,45 @@ class EmulatedPod:
         path = self.workdir / "pod.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
+    def exec_in_container(self, command: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """What a CRI exec does: the command inside the running container (its user, mount, PID and IPC
+        namespaces) with the container's environment."""
+        enter = [shutil.which("nsenter"), "--target", str(self.child_pid), "--user", "--mount", "--pid", "--ipc"]
+        # Our UID outside is the container's UID inside: keep it (nsenter would otherwise ask for 0).
+        enter += ["--preserve-credentials", "--"]
+        return subprocess.run(
+            [*enter, *command], env=self.environment(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
     # ---- the kubelet's termination ----
+    def run_pre_stop(self, grace: int) -> float:
+        """The preStop hook, bounded by the grace period (kuberuntime_container.go executePreStopHook).
+        Seconds it took. The kubelet only records a hook that failed (FailedPreStopHook) and goes on;
+        this raises, so that a hook that cannot run in the image fails a test instead."""
+        hook = self.container.get("lifecycle", {}).get("preStop")
+        started = time.monotonic()
+        if hook is None:
+            return 0.0
+        if "sleep" in hook:
+            time.sleep(hook["sleep"]["seconds"])
+        elif "exec" in hook:
+            result = self.exec_in_container(hook["exec"]["command"], timeout=grace)
+            if result.returncode != 0:
+                raise RuntimeError(f"preStop exec failed ({result.returncode}): {result.stderr[-500:]}")
+        else:
+            raise ValueError(f"preStop {sorted(hook)}: only sleep and exec are emulated")
+        return time.monotonic() - started
+
     def terminate(self) -> float:
-        """preStop, SIGTERM, SIGKILL after the grace period. Seconds from SIGTERM to exit."""
-        pre_stop = self.container.get("lifecycle", {}).get("preStop", {})
-        if "sleep" in pre_stop:
-            time.sleep(pre_stop["sleep"]["seconds"])
+        """preStop, SIGTERM, SIGKILL once the grace period is spent. Seconds from SIGTERM to exit."""
         grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        hook_seconds = self.run_pre_stop(grace)
+        # killContainer: the hook's whole seconds come off the grace period, never below 2 s.
+        left = max(grace - int(hook_seconds), MINIMUM_GRACE_SECONDS)
         signalled = time.monotonic()
         os.kill(self.child_pid, signal.SIGTERM)
         try:
-            self.process.wait(grace)
+            self.process.wait(left)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)

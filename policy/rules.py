@@ -24,7 +24,16 @@ WORKLOADS = {
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 # What an API key looks like (OpenAI, LiteLLM, Anthropic, generic bearer tokens).
 KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
-IN_CLUSTER = re.compile(r"^https?://([a-z0-9-]+\.){2}svc(\.cluster\.local)?(:\d+)?(/|$)|^https?://(127\.|localhost)")
+# A Service's DNS name is `<service>.<namespace>.svc.<cluster domain>` (Kubernetes' DNS
+# specification); the domain is the one free part (`clusterDomain`, cluster.local by default), so
+# no domain is written here: `svc` as the third label, followed by any domain or none.
+IN_CLUSTER = re.compile(
+    r"^https?://[a-z0-9-]+\.[a-z0-9-]+\.svc(\.[a-z0-9-]+)*\.?(:\d+)?(/|$)|^https?://(127\.|localhost)"
+)
+# The `model_info` marker the program puts on the tier whose calls leave the cluster. Either signal
+# makes a tier the cloud: the address (the marker forgotten) or the marker (an egress proxy with
+# a Service name in front of the cloud is still the cloud).
+LEAVES_CLUSTER = "leaves_cluster"
 
 
 def _litellm_config(props: dict[str, Any]) -> dict[str, Any] | None:
@@ -35,13 +44,13 @@ def _litellm_config(props: dict[str, Any]) -> dict[str, Any] | None:
     return config if isinstance(config, dict) and "model_list" in config else None
 
 
+def _leaves_cluster(entry: dict[str, Any]) -> bool:
+    base = (entry.get("litellm_params") or {}).get("api_base") or ""
+    return not IN_CLUSTER.match(base) or bool((entry.get("model_info") or {}).get(LEAVES_CLUSTER))
+
+
 def _cloud_groups(config: dict[str, Any]) -> set[str]:
-    groups = set()
-    for entry in config.get("model_list") or []:
-        base = (entry.get("litellm_params") or {}).get("api_base") or ""
-        if not IN_CLUSTER.match(base):
-            groups.add(entry.get("model_name"))
-    return groups
+    return {entry.get("model_name") for entry in config.get("model_list") or [] if _leaves_cluster(entry)}
 
 
 def _fallback_lists(config: dict[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
@@ -103,8 +112,7 @@ def no_secret_in_config_map(args: ResourceValidationArgs, report_violation: Repo
     for entry in config.get("model_list") or []:
         params = entry.get("litellm_params") or {}
         key = params.get("api_key")
-        base = params.get("api_base") or ""
-        if key is not None and not IN_CLUSTER.match(base) and not str(key).startswith("os.environ/"):
+        if key is not None and _leaves_cluster(entry) and not str(key).startswith("os.environ/"):
             report_violation(f"api_key of {entry.get('model_name')!r} must be os.environ/NAME", None)
 
 

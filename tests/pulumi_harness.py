@@ -4,7 +4,8 @@ No CLI, no provider binary, no cluster. Mock quirks handled once, here:
 - numbers cross the mock boundary as floats → whole floats become ints;
 - secrets arrive wrapped in the SDK's signature dict → unwrapped, and the path is recorded;
 - `new_resource` is called from several threads → a lock, and rows sorted by (type, name);
-- `set_mocks` reuses an existing root stack → the root is reset and each run gets a fresh loop.
+- `set_mocks` reuses an existing root stack → the root is reset and each run gets a fresh loop;
+- `new_resource` sees inputs only → the monitor keeps the options that reach the engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.mocks import MockMonitor
 
 from components.names import PROJECT
 from components.stack_files import ROOT, stack_config, stack_files
@@ -34,6 +36,7 @@ SERVICE = "kubernetes:core/v1:Service"
 SECRET = "kubernetes:core/v1:Secret"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
 MASTER_KEY_CANARY = "MASTERCANARY0123456789abcdefghijklmnopqrstuvwxyzAB"  # 48 chars, like the real one
 
 
@@ -44,6 +47,8 @@ class Registration:
     inputs: dict[str, Any]
     secret_paths: list[str] = field(default_factory=list)
     provider: str | None = None  # "urn::id" of the provider the resource was registered with
+    ignore_changes: list[str] = field(default_factory=list)  # resource options, as the engine gets them
+    create_timeout: str = ""
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -71,7 +76,8 @@ class ProgramRun:
 
     @property
     def kubernetes(self) -> list[Registration]:
-        return [r for r in self.resources if r.type.startswith("kubernetes:")]
+        """The objects the program creates; a patch (`…Patch`) changes one of them, it is none."""
+        return [r for r in self.resources if r.type.startswith("kubernetes:") and not r.type.endswith("Patch")]
 
 
 def normalise(value: Any, path: str, secret_paths: list[str]) -> Any:
@@ -96,12 +102,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.rows: list[Registration] = []
+        self.options: dict[tuple[str, str], tuple[list[str], str]] = {}  # filled by OptionsMonitor
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         secret_paths: list[str] = []
         inputs = normalise(args.inputs, "", secret_paths)
         with self.lock:
-            self.rows.append(Registration(args.typ, args.name, inputs, secret_paths, args.provider))
+            ignore_changes, create_timeout = self.options.get((args.typ, args.name), ([], ""))
+            row = Registration(args.typ, args.name, inputs, secret_paths, args.provider, ignore_changes, create_timeout)
+            self.rows.append(row)
         state = dict(args.inputs)
         metadata = state.get("metadata")
         if args.typ.startswith("kubernetes:") and isinstance(metadata, dict) and not metadata.get("name"):
@@ -113,6 +122,23 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}, None
+
+
+class OptionsMonitor(MockMonitor):
+    """The SDK's mock monitor, keeping the resource options each registration carries to the engine
+    (the mocks' `new_resource`, which it then calls, is given inputs only)."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording = mocks
+
+    def RegisterResource(self, request):
+        with self.recording.lock:
+            self.recording.options[(request.type, request.name)] = (
+                list(request.ignoreChanges),
+                request.customTimeouts.create,
+            )
+        return super().RegisterResource(request)
 
 
 def pulumi_config_strings(values: dict[str, Any]) -> dict[str, str]:
@@ -136,7 +162,7 @@ def _fresh_runtime(config: dict[str, Any], secrets: dict[str, str], stack: str) 
         pulumi_config_strings({**config, **secrets}), secret_keys=[f"{PROJECT}:{key}" for key in secrets]
     )
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=OptionsMonitor(mocks))
     return mocks
 
 

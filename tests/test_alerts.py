@@ -29,6 +29,11 @@ SETTINGS = stack_settings("dev")
 # depending on whether the second found the cloud cooling down): of the 4 requests of the cloud
 # phase, the first is answered and the last refused.
 GUARDED = dataclasses.replace(SETTINGS, openai=dataclasses.replace(SETTINGS.openai, rpm=3))
+# With the autoscaler, in a namespace of its own: its alert must select our HPA there (item 11).
+AUTOSCALED = parse_settings(
+    {"namespace": "ml", "gateway": {"autoscaling": {"enabled": True}}, "alerts": {"enabled": True}},
+    openai_key="secret",
+)
 # The phase (index into PHASES) at whose end each alert must be firing; at every other phase end
 # it must not be. The GPU alert's window is 15 minutes, three phases: it is checked from phase 3 on.
 FIRES_IN = {
@@ -52,6 +57,7 @@ def test_promtool_accepts_the_rendered_rules(tmp_path):
     for settings in (
         SETTINGS,
         dataclasses.replace(SETTINGS, openai=dataclasses.replace(SETTINGS.openai, enabled=False)),
+        AUTOSCALED,
     ):
         result = subprocess.run([PROMTOOL, "check", "rules", write_rules(tmp_path, settings)], capture_output=True)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -117,4 +123,91 @@ def test_every_alert_fires_in_its_phase_on_the_real_proxys_metrics(tmp_path):
     )
     result = subprocess.run([PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True)
     print(f"[alerts] promtool: {len(alert_tests)} alert checks, {len(dashboard_tests)} dashboard queries")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- The autoscaler without metrics (issue 19, item 11) -------------------------------------------
+
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+
+
+def hpa_condition(namespace: str, name: str, values: str) -> list[dict[str, str]]:
+    """kube-state-metrics' three series for one HPA's ScalingActive condition (one per status, the
+    matching one 1), as internal/store/horizontalpodautoscaler.go writes them. `values` is the
+    promtool notation of the `false` series; the `true` series is its complement."""
+    complement = " ".join(f"{1 - int(part[0])}{part[1:]}" for part in values.split())
+    series = 'kube_horizontalpodautoscaler_status_condition{{namespace="{}",horizontalpodautoscaler="{}",'
+    series += 'condition="ScalingActive",status="{}"}}'
+    return [
+        {"series": series.format(namespace, name, "false"), "values": values},
+        {"series": series.format(namespace, name, "true"), "values": complement},
+        {"series": series.format(namespace, name, "unknown"), "values": "0x40"},
+    ]
+
+
+def test_the_autoscaler_alert_exists_only_with_the_autoscaler():
+    names = {rule["alert"] for rule in alert_rules(AUTOSCALED)}
+    assert "LlmGatewayAutoscalerBlind" in names
+    assert "LlmGatewayAutoscalerBlind" not in {rule["alert"] for rule in alert_rules(stack_settings_default())}
+
+
+def test_the_autoscaler_alert_selects_the_hpa_the_program_registers():
+    run = run_program(
+        {"namespace": "ml", "gateway": {"autoscaling": {"enabled": True}}, "alerts": {"enabled": True}},
+        {"openaiApiKey": "sk-alerts-test"},
+    )
+    (hpa,) = run.of_type(HPA)
+    (rule,) = [r for r in run.resources if r.type == "kubernetes:monitoring.coreos.com/v1:PrometheusRule"]
+    (blind,) = [r for r in rule.inputs["spec"]["groups"][0]["rules"] if r["alert"] == "LlmGatewayAutoscalerBlind"]
+    metadata = hpa.inputs["metadata"]
+    assert f'namespace="{metadata["namespace"]}"' in blind["expr"]
+    assert f'horizontalpodautoscaler="{metadata["name"]}"' in blind["expr"]
+
+
+@needs_promtool
+def test_promtool_fires_the_autoscaler_alert_for_our_hpa_only_after_its_hold(tmp_path):
+    # Ours loses its metrics at minute 5 and gets them back at minute 30. Another HPA in our
+    # namespace, and one of our name in another namespace, are blind all along: never ours to report.
+    blind_from_5_to_30 = "0x4 1x24 0x10"
+    series = [
+        *hpa_condition("ml", "litellm", blind_from_5_to_30),
+        *hpa_condition("ml", "someone-else", "1x40"),
+        *hpa_condition("other", "litellm", "1x40"),
+    ]
+    (rule,) = [rule for rule in alert_rules(AUTOSCALED) if rule["alert"] == "LlmGatewayAutoscalerBlind"]
+    firing = [
+        {
+            "exp_labels": {
+                "namespace": "ml",
+                "horizontalpodautoscaler": "litellm",
+                "condition": "ScalingActive",
+                "status": "false",
+                **rule["labels"],
+            },
+            "exp_annotations": rule["annotations"],
+        }
+    ]
+    # `for: 15m` from minute 5: pending at 19, firing at 20 and 29, resolved once ScalingActive is back.
+    expected = {"4m": [], "19m": [], "20m": firing, "29m": firing, "31m": []}
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [write_rules(tmp_path, AUTOSCALED)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": series,
+                        "alert_rule_test": [
+                            {"eval_time": at, "alertname": rule["alert"], "exp_alerts": alerts}
+                            for at, alerts in expected.items()
+                        ],
+                    }
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    result = subprocess.run([PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

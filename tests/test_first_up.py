@@ -15,7 +15,7 @@ import yaml
 
 from components import kube
 from components.fallback import longest_answer_seconds
-from components.litellm import IMAGE_USER, PRE_STOP_SECONDS, TEARDOWN_SECONDS
+from components.litellm import IMAGE_USER, PRE_STOP, PRE_STOP_SECONDS, TEARDOWN_SECONDS
 from components.stack_files import stack_config
 from pulumi_harness import CONFIG_MAP, DEPLOYMENT, NETWORK_POLICY, SECRET, auto_name, run_program
 
@@ -193,7 +193,7 @@ def test_the_gateway_pod_waits_for_the_longest_answer_and_leaves_the_endpoints_f
     assert longest_answer_seconds(chain) == 600 + 600 + 120  # vLLM, then Ollama, then the cloud
     longest = longest_answer_seconds(chain)
     assert spec["terminationGracePeriodSeconds"] == PRE_STOP_SECONDS + longest + TEARDOWN_SECONDS
-    assert spec["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
+    assert spec["containers"][0]["lifecycle"] == {"preStop": PRE_STOP}  # how long it pauses: tests/test_pod.py
     # LiteLLM's own drain after SIGTERM is 30 s unless told: told the longest answer.
     assert env_of(spec["containers"][0])["GRACEFUL_SHUTDOWN_TIMEOUT"] == str(longest)
 

@@ -81,14 +81,16 @@ def test_probes_drive_failover_without_killing_a_busy_gpu(run):
 def test_ollama_is_ready_only_once_its_model_is_loaded(run):
     ollama = pods(run)["ollama"]["containers"][0]
     env = {item["name"]: item.get("value") for item in ollama["env"]}
-    # The startup probe preloads the model (Ollama's FAQ: `ollama run <model> ""`), and keeps trying
-    # rather than killing the container; readiness then requires it resident (`ollama ps`).
+    # The startup probe preloads the model (`ollama run <model>` with an empty prompt), and keeps
+    # trying rather than killing the container; readiness then requires it resident (`ollama ps`), and
+    # loads it back when it is not (tests/test_ollama_pod.py runs both).
     startup, readiness = ollama["startupProbe"]["exec"]["command"], ollama["readinessProbe"]["exec"]["command"]
     assert startup[:2] == readiness[:2] == ["/bin/sh", "-c"]
-    assert 'ollama run "$OLLAMA_MODEL" ""' in startup[2]
-    assert "ollama ps" in readiness[2] and "$OLLAMA_MODEL" in readiness[2]
+    assert 'ollama run "$SERVED_MODEL" </dev/null' in startup[2]
+    assert "ollama ps" in readiness[2] and "$SERVED_MODEL" in readiness[2]
     assert env["OLLAMA_MODEL"] == "qwen2.5:3b" and env["OLLAMA_KEEP_ALIVE"] == "-1"
-    assert ollama["startupProbe"]["timeoutSeconds"] >= 60  # a CPU model load takes tens of seconds
+    for probe in ("startupProbe", "readinessProbe"):
+        assert ollama[probe]["timeoutSeconds"] >= 60  # a CPU model load takes tens of seconds
     assert "lifecycle" not in ollama  # no postStart hook: a failed one kills the container
 
 

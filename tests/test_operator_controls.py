@@ -59,6 +59,44 @@ def test_service_monitor_without_metrics_is_refused():
     assert str(error).startswith("llm-gateway:gateway.serviceMonitor") and registered == []
 
 
+# kube-prometheus-stack's Prometheus, installed as release "kps" with its default values
+# (serviceMonitorSelectorNilUsesHelmValues, ruleSelectorNilUsesHelmValues: true), selects these
+# labels (templates/prometheus/prometheus.yaml); its Grafana sidecar loads ConfigMaps with the other.
+KPS_SERVICE_MONITOR_SELECTOR = KPS_RULE_SELECTOR = {"release": "kps"}
+KPS_DASHBOARD_LABEL = {"grafana_dashboard": "1"}
+
+
+def selected(resource, match_labels) -> bool:
+    return match_labels.items() <= resource.inputs["metadata"]["labels"].items()
+
+
+def test_a_default_kube_prometheus_stack_selects_the_monitor_the_rules_and_the_dashboard():
+    run = run_program(
+        {
+            "gateway": {"serviceMonitor": True, "serviceMonitorLabels": {"release": "kps"}},
+            "alerts": {"enabled": True, "dashboard": True, "ruleLabels": {"release": "kps"}},
+        },
+        KEY,
+    )
+    (monitor,) = run.of_type("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+    (rule,) = run.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    assert selected(monitor, KPS_SERVICE_MONITOR_SELECTOR) and selected(rule, KPS_RULE_SELECTOR)
+    assert selected(run.one("kubernetes:core/v1:ConfigMap", "litellm-dashboard"), KPS_DASHBOARD_LABEL)
+    # The operator's labels are added to ours, not instead of them.
+    assert monitor.inputs["metadata"]["labels"]["app.kubernetes.io/name"] == "litellm"
+    # Without them nothing is scraped: the defect this setting mends.
+    (unlabelled,) = run_program({"gateway": {"serviceMonitor": True}}, KEY).of_type(
+        "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"
+    )
+    assert not selected(unlabelled, KPS_SERVICE_MONITOR_SELECTOR)
+
+
+def test_service_monitor_labels_without_a_service_monitor_are_refused():
+    error, registered = run_program_expecting_error({"gateway": {"serviceMonitorLabels": {"release": "kps"}}}, KEY)
+    assert str(error).startswith('llm-gateway:gateway.serviceMonitorLabels = {"release": "kps"}') and registered == []
+    assert "gateway.serviceMonitor true" in str(error)
+
+
 # --- Ingress ----------------------------------------------------------------------------------
 
 
@@ -83,7 +121,8 @@ def test_traefik_ingress_route():
     spec = route.inputs["spec"]
     assert spec["entryPoints"] == ["web"]
     assert spec["routes"][0]["match"] == "Host(`llm.lan`)"
-    assert spec["routes"][0]["services"] == [{"name": "litellm", "port": 4000}]
+    # With the ServersTransport `litellm`: this route's timeouts (tests/test_awaits_and_gaming_mode.py).
+    assert spec["routes"][0]["services"] == [{"name": "litellm", "port": 4000, "serversTransport": "litellm"}]
     assert run.of_type("kubernetes:networking.k8s.io/v1:Ingress") == []
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,9 +19,9 @@ import pytest
 from components.fallback import failover_chain
 from components.stack_files import stack_config, stack_settings
 from drill.client import chat
-from drill.pod import EmulatedPod, bubblewrap
+from drill.pod import MASTER_SERVICE, EmulatedPod, bubblewrap, service_environment
 from drill.runner import Drill
-from pulumi_harness import DEPLOYMENT, MASTER_KEY_CANARY, auto_name, run_program
+from pulumi_harness import DEPLOYMENT, MASTER_KEY_CANARY, SERVICE, auto_name, run_program
 
 pytestmark = [
     pytest.mark.drill,
@@ -37,7 +38,8 @@ def rendered_pod(api_bases: dict[str, str]) -> EmulatedPod:
     deployment = run.one(DEPLOYMENT, "litellm").inputs
     config_maps = {r.inputs["metadata"]["name"]: r.inputs["data"] for r in run.of_type("kubernetes:core/v1:ConfigMap")}
     secrets = {auto_name(r.name): r.inputs["stringData"] for r in run.of_type("kubernetes:core/v1:Secret")}
-    return EmulatedPod(deployment, config_maps, secrets, api_bases)
+    services = [r.inputs for r in run.of_type(SERVICE)]
+    return EmulatedPod(deployment, config_maps, secrets, api_bases, services)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,22 @@ def test_the_pod_starts_as_its_spec_says_and_passes_the_kubelets_probes(pod):
     assert pod.probe("readinessProbe") and pod.probe("livenessProbe")
     # Nothing but the probes without a key.
     assert chat(pod.url, "chat", api_key="not-the-key").status in (400, 401)
+
+
+def running_environment(pod: EmulatedPod) -> dict[str, str]:
+    """The environment the proxy process really has (its /proc entry), not what was meant for it."""
+    raw = Path(f"/proc/{pod.child_pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+
+
+def test_the_proxy_gets_no_service_links_only_the_api_servers_variables(pod):
+    environment = running_environment(pod)
+    # What the kubelet would add with service links on: every Service of the namespace, `vllm` included.
+    with_links = service_environment({}, pod.deployment["metadata"]["namespace"], pod.services)
+    assert with_links["VLLM_PORT"].startswith("tcp://") and with_links["LITELLM_PORT"].startswith("tcp://")
+    namespace_links = {name for name in with_links if not name.startswith("KUBERNETES_")}
+    assert not namespace_links & set(environment), sorted(namespace_links & set(environment))
+    assert environment["KUBERNETES_SERVICE_HOST"] == MASTER_SERVICE["spec"]["clusterIP"]  # links off or on
 
 
 def test_failover_through_the_pod(pod, tiers):

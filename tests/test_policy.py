@@ -13,6 +13,8 @@ sys.path.insert(0, str(ROOT / "policy"))
 import rules
 
 KEY = {"openaiApiKey": "sk-policy-test-0123456789abcdef"}
+# A cluster whose DNS domain is not cluster.local: the rules know no domain, so they must hold here too.
+CUSTOM_DOMAIN = {"clusterDomain": "k8s.example.internal"}
 
 
 def violations(resources: list[Registration]) -> list[tuple[str, str, str]]:
@@ -30,9 +32,10 @@ def violations(resources: list[Registration]) -> list[tuple[str, str, str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def run():
-    return run_program({}, KEY)
+@pytest.fixture(scope="module", params=[{}, CUSTOM_DOMAIN], ids=["cluster.local", "custom-domain"])
+def run(request):
+    """Every violation below must be caught whatever the cluster's domain."""
+    return run_program(request.param, KEY)
 
 
 def with_config(run, change) -> list[Registration]:
@@ -46,7 +49,8 @@ def with_config(run, change) -> list[Registration]:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"openai": {"enabled": False}}, {"gamingMode": True}, {"redis": {"mode": "deploy"}}]
+    "overrides",
+    [{}, {"openai": {"enabled": False}}, {"gamingMode": True}, {"redis": {"mode": "deploy"}}, CUSTOM_DOMAIN],
 )
 def test_the_program_passes_every_policy(overrides):
     secrets = {} if overrides.get("openai") else KEY
@@ -86,6 +90,30 @@ def test_a_key_in_a_config_map_is_caught(run):
     assert ("no-secret-in-config-map", "general_settings.master_key") in found
     assert ("no-secret-in-config-map", "api_key") in found
     assert ("no-secret-in-config-map", "router_settings.redis_url") in found
+
+
+def test_the_marker_alone_makes_the_cloud_tier(run):
+    """The cloud behind an egress proxy with a Service name is still the cloud: model_info says so."""
+
+    def cloud_first_behind_a_service_name(config):
+        cloud = config["model_list"].pop()
+        cloud["litellm_params"]["api_base"] = "http://egress.proxy.svc.k8s.example.internal:8080/v1"
+        config["model_list"].insert(0, cloud)
+
+    assert [v[0] for v in violations(with_config(run, cloud_first_behind_a_service_name))] == ["cloud-tier-last"]
+
+
+def test_the_address_alone_makes_the_cloud_tier(run):
+    """A cloud tier that lost its marker is still found by its address, and its key still checked."""
+
+    def unmarked_cloud_first_with_an_inline_key(config):
+        cloud = config["model_list"].pop()
+        del cloud["model_info"]["leaves_cluster"]
+        cloud["litellm_params"]["api_key"] = "not-from-a-secret"
+        config["model_list"].insert(0, cloud)
+
+    found = sorted(v[0] for v in violations(with_config(run, unmarked_cloud_first_with_an_inline_key)))
+    assert found == ["cloud-tier-last", "no-secret-in-config-map"]
 
 
 def test_missing_limits_probes_and_moving_tags_are_caught(run):

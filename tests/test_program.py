@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from components.fallback import config_checksum
+from components.kube import MINIMUM_KUBERNETES_VERSION
 from components.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE
 from pulumi_harness import (
     CONFIG_MAP,
@@ -257,12 +258,13 @@ def manifests(run):
     return [r.inputs for r in run.kubernetes]
 
 
+@pytest.mark.parametrize("version", [MINIMUM_KUBERNETES_VERSION, KUBERNETES_VERSION])
 @pytest.mark.parametrize("overrides", [{}, {"openai": {"enabled": False}}, {"gamingMode": True}])
-def test_every_manifest_validates_strictly(overrides):
+def test_every_manifest_validates_strictly(overrides, version):
     secrets = {} if overrides.get("openai") else KEY
     run = run_program(overrides, secrets)
     for manifest in manifests(run):
-        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(manifest, version, strict=True)
 
 
 def test_the_repo_has_dev_and_prod_stacks():
@@ -276,7 +278,8 @@ def test_each_stack_file_runs_cleanly_and_validates(path):
     run = run_program(config, KEY, stack=stack)
     assert run.outputs["fallbackChain"][-1] == "openai"
     for manifest in manifests(run):
-        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        for version in (MINIMUM_KUBERNETES_VERSION, KUBERNETES_VERSION):
+            kubernetes_validate.validate(manifest, version, strict=True)
         assert manifest["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == stack
 
 

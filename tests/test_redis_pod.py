@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from drill.pod import bubblewrap, container_environment, container_sandbox, volume_args
-from pulumi_harness import DEPLOYMENT, SECRET, auto_name, run_program
+from drill.pod import bubblewrap, container_environment, container_sandbox, service_environment, volume_args
+from pulumi_harness import DEPLOYMENT, SECRET, SERVICE, auto_name, run_program
 
 pytestmark = pytest.mark.skipif(
     bubblewrap() is None or shutil.which("redis-server") is None,
@@ -29,15 +29,17 @@ pytestmark = pytest.mark.skipif(
 
 def redis_pod():
     run = run_program({"redis": {"mode": "deploy"}}, {"openaiApiKey": "sk-redis-pod"})
-    spec = run.one(DEPLOYMENT, "redis").inputs["spec"]["template"]["spec"]
+    deployment = run.one(DEPLOYMENT, "redis").inputs
+    spec = deployment["spec"]["template"]["spec"]
     secrets = {auto_name(r.name): r.inputs["stringData"] for r in run.of_type(SECRET)}
-    return spec, secrets
+    links = service_environment(spec, deployment["metadata"]["namespace"], [r.inputs for r in run.of_type(SERVICE)])
+    return spec, secrets, links
 
 
-def sandbox(spec: dict, secrets: dict, script: str, workdir: Path) -> list[str]:
+def sandbox(spec: dict, secrets: dict, links: dict, script: str, workdir: Path) -> list[str]:
     """The container's sandbox (drill/pod.py) in its own network namespace, running `script`."""
     container = spec["containers"][0]
-    environment = container_environment(container, secrets)
+    environment = container_environment(container, secrets, service_env=links)
     volumes = volume_args(spec, container, lambda name: {}, secrets, workdir)  # the data claim: an empty tmpfs
     command = container_sandbox(spec, container, environment, volumes)
     # The pod's /tmp: the script's own log (Redis itself writes nothing outside /data).
@@ -45,7 +47,7 @@ def sandbox(spec: dict, secrets: dict, script: str, workdir: Path) -> list[str]:
 
 
 def test_redis_starts_as_its_pod_passes_its_probes_and_writes_only_its_volume():
-    spec, secrets = redis_pod()
+    spec, secrets, links = redis_pod()
     container = spec["containers"][0]
     (argument,) = container["args"]
     assert spec["securityContext"]["runAsNonRoot"] and container["securityContext"]["runAsNonRoot"]
@@ -68,7 +70,7 @@ echo "root writable: $( (touch /written-by-redis-pod 2>/dev/null && echo yes) ||
 redis-cli shutdown nosave > /dev/null 2>&1
 """
     with tempfile.TemporaryDirectory(prefix="llm-gateway-redis-pod-") as workdir:
-        command = sandbox(spec, secrets, script, Path(workdir))
+        command = sandbox(spec, secrets, links, script, Path(workdir))
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     report = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     print(f"\n[redis pod] {report}\n{result.stderr[-500:]}")
