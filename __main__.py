@@ -18,7 +18,13 @@ from components.names import PROJECT
 from components.observability import dashboard, prometheus_rule_spec
 from components.ollama import OllamaArgs, OllamaBackend
 from components.redis import RedisArgs, RedisStore
-from components.stack_config import database_url, external_redis_url, load_settings, openai_api_key
+from components.stack_config import (
+    database_url,
+    external_redis_url,
+    load_settings,
+    openai_api_key,
+    operator_master_key,
+)
 from components.vllm import VllmArgs, VllmBackend
 
 settings = load_settings()  # every value checked before any resource exists
@@ -40,8 +46,9 @@ else:
 placement = kube.Placement(namespace, instance, settings.network_policies)
 
 live_cluster = not settings.render_yaml_to_directory
-VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, placement, live_cluster), opts=on_cluster)
-OllamaBackend("ollama", OllamaArgs(settings.ollama, placement), opts=on_cluster)
+context = settings.gateway.context_tokens  # one context for every local tier
+VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, context, placement, live_cluster), opts=on_cluster)
+OllamaBackend("ollama", OllamaArgs(settings.ollama, context, placement), opts=on_cluster)
 if settings.redis.mode == "deploy":
     redis = RedisStore("redis", RedisArgs(settings.redis, placement, settings.cluster_domain), opts=on_cluster)
     redis_url = redis.url
@@ -58,6 +65,7 @@ gateway = LiteLLMGateway(
         database_url=database_url(settings),
         redis=settings.redis,
         redis_url=redis_url,
+        master_key=operator_master_key(),
     ),
     opts=on_cluster,
 )

@@ -46,6 +46,7 @@ import yaml
 from components.names import (
     CLOUD_GUARD_FILE,
     CONFIG_FILE_NAME,
+    CONTEXT_CHECK_FILE,
     DATABASE_URL_ENV,
     GATEWAY_MODULES,
     GATEWAY_PORT,
@@ -88,6 +89,17 @@ COOL_DOWN_AT_FIRST_FAILURE = {
 LEAVES_CLUSTER = "leaves_cluster"
 # The flag gateway/vllm_progress.py sees on a background health check (`PROBE_KEY` there).
 ENGINE_PROBE = "engine_probe"
+# `model_info` marker of the chain's own group: with its aliases, the only names gateway/request_check.py's
+# front door lets clients call (the other groups are steps inside the chain, NFR68).
+CLIENT_FACING = "client_facing"
+# `model_info` key of a local tier's context length, which gateway/context_check.py enforces.
+CONTEXT_TOKENS = "context_tokens"
+# Ollama's own backstop if a prompt gets past the gateway's estimate: refuse it with a 400 instead of
+# dropping older messages and cutting the prompt (`truncate`, server/prompt.go chatPrompt and
+# runner/ollamarunner/runner.go), and end an answer that reaches the context with done_reason
+# "length" instead of shifting the prompt out of it (`shift`), as vLLM does (ollama v0.12.6
+# api/types.go ChatRequest). LiteLLM sends `extra_body` as top-level fields of /api/chat.
+OLLAMA_NEVER_TRUNCATE = {"truncate": False, "shift": False}
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,9 @@ class Tier:
     service: str | None = None  # the in-cluster Service; None: outside the cluster
     port: int | None = None
     probed: bool = False  # background health checks (and cooldown on a failed probe)
+    context_tokens: int | None = None  # the context the tier is given; None: the cloud's own, not ours
     cooled_down: bool = True  # False: every request tries this tier, whatever happened before
+    client_facing: bool = False  # the chain's head: the group clients call (by its name or an alias)
 
     @property
     def in_cluster(self) -> bool:
@@ -139,6 +153,8 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             service=VLLM_SERVICE,
             port=VLLM_PORT,
             probed=True,
+            client_facing=True,
+            context_tokens=settings.gateway.context_tokens,
         ),
         Tier(
             name="ollama",
@@ -149,6 +165,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
                 "api_base": service_url(OLLAMA_SERVICE, settings.namespace, settings.cluster_domain, OLLAMA_PORT),
                 "timeout": ollama.timeout_seconds,
                 "max_retries": 0,
+                "extra_body": dict(OLLAMA_NEVER_TRUNCATE),
             },
             api="ollama",
             api_path="",
@@ -156,6 +173,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             service=OLLAMA_SERVICE,
             port=OLLAMA_PORT,
             cooled_down=False,
+            context_tokens=settings.gateway.context_tokens,
         ),
     )
     if not openai.enabled:
@@ -204,9 +222,10 @@ def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> di
 
 
 def callbacks(settings: Settings) -> list[str]:
-    """LiteLLM callbacks: the request check, honest errors and the cloud spend guard always;
+    """LiteLLM callbacks: the request check, the context check, honest errors and the cloud spend guard always;
     Prometheus metrics (per-tier requests, failures, `litellm_deployment_successful_fallbacks_total`) if on."""
-    names = [f"{path.stem}.handler" for path in (REQUEST_CHECK_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)]
+    checks = (REQUEST_CHECK_FILE, CONTEXT_CHECK_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)
+    names = [f"{path.stem}.handler" for path in checks]
     if settings.gateway.metrics:
         names.append("prometheus")
     return names
@@ -239,6 +258,8 @@ def spend_guard(settings: Settings) -> dict[str, Any]:
 
 def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
+    if tier.client_facing:
+        model_info[CLIENT_FACING] = True
     if not tier.in_cluster:
         model_info[LEAVES_CLUSTER] = True
         if limits:
@@ -254,6 +275,8 @@ def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) 
         model_info["allowed_fails_policy"] = COOL_DOWN_AT_FIRST_FAILURE
     if not tier.cooled_down:
         model_info["allowed_fails"] = NEVER_COOL_DOWN
+    if tier.context_tokens is not None:
+        model_info[CONTEXT_TOKENS] = tier.context_tokens
     return {"model_name": tier.group, "litellm_params": dict(tier.litellm_params), "model_info": model_info}
 
 
@@ -292,8 +315,18 @@ def _router_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, A
         "retry_after": 0,
         "allowed_fails": 0,
         "cooldown_time": settings.gateway.cooldown_seconds,
+        **_aliases(settings, chain),
         **_shared_router_state(settings),
     }
+
+
+def _aliases(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, Any]:
+    """The operator's other names for the chain, as LiteLLM aliases of its head (never groups of their
+    own, which would have no fallbacks). The front door rewrites an alias to the head's name before
+    LiteLLM routes: LiteLLM looks fallbacks up by the requested name, and an alias has none."""
+    head = next(tier.group for tier in chain if tier.client_facing)
+    aliases = settings.gateway.model_aliases
+    return {"model_group_alias": {alias: head for alias in aliases}} if aliases else {}
 
 
 def _shared_router_state(settings: Settings) -> dict[str, Any]:

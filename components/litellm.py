@@ -42,8 +42,7 @@ PRE_STOP_SECONDS = 10
 # The pause as an exec hook, not `preStop.sleep` (feature PodLifecycleSleepAction: alpha and off in
 # 1.29, on from 1.30, kubernetes pkg/features/kube_features.go), so it works on every supported
 # Kubernetes. `python` is certain to be in the image: LiteLLM is Python, and the runtime stage of
-# docker/Dockerfile.non_root itself runs `python -c …` on the image's PATH (/app/.venv/bin first);
-# `sleep` is not named anywhere in it.
+# docker/Dockerfile.non_root itself runs `python -c …` on the image's PATH (/app/.venv/bin first).
 PRE_STOP = {"exec": {"command": ["python", "-c", f"import time; time.sleep({PRE_STOP_SECONDS})"]}}
 # On SIGTERM LiteLLM's uvicorn stops accepting and waits for the requests in flight, but only for
 # GRACEFUL_SHUTDOWN_TIMEOUT (default 30 s, litellm/proxy/shutdown/graceful_shutdown_manager.py),
@@ -58,9 +57,14 @@ IMAGE_USER = 65534
 STARTUP_PERIOD_SECONDS = 5
 STARTUP_FAILURES = 30
 # In database mode LiteLLM runs `prisma migrate deploy` before it listens, bounded by
-# DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT (600 s, litellm_proxy_extras/prisma_toolchain.py, installed
-# with litellm 1.108.7). A first migration on a slow database may take all of it: the startup probe
-# waits that long on top, or the kubelet would kill the pod mid-migration, again and again.
+# DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT (600 s), after taking a Postgres advisory lock that it waits
+# for up to migration_lock_timeout() (600 s) while another replica migrates
+# (litellm_proxy_extras/prisma_toolchain.py and migration_lock.py, installed with litellm 1.108.7).
+# So with two replicas, one pod may wait out the other's whole migration and then run its own: the
+# startup probe allows both, or the kubelet would kill the pod mid-migration, again and again.
+# Not covered: LiteLLM retrying a migration that timed out (MAX_MIGRATE_DEPLOY_ATTEMPTS, 4); the
+# pod then restarts and tries again instead.
+MIGRATION_LOCK_SECONDS = 600
 MIGRATION_SECONDS = 600
 
 
@@ -76,6 +80,8 @@ class LiteLLMArgs:
     # The fleet's shared state: RedisStore.url (deploy), the secret `redisUrl` (external), or none (off).
     redis: RedisSettings = field(default_factory=RedisSettings)
     redis_url: pulumi.Output[str] | None = None
+    # The operator's own gateway key (a secret Output, `llm-gateway:masterKey`); None: generated.
+    master_key: pulumi.Output[str] | None = None
 
 
 class LiteLLMGateway(pulumi.ComponentResource):
@@ -95,9 +101,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
             data=files,
             opts=self._child,
         )
-        # LiteLLM refuses to start without a master key, and wants it to start with "sk-".
-        password = random.RandomPassword(f"{name}-master-key", length=48, special=False, opts=self._child)
-        self.master_key = pulumi.Output.secret(pulumi.Output.concat("sk-", password.result))
+        own_key = args.master_key  # e.g. the old gateway's, so its clients keep working
+        self.master_key = pulumi.Output.secret(own_key if own_key is not None else self._generated_master_key(name))
         master_key_secret = self._secret(MASTER_KEY_SECRET, MASTER_KEY_ENV, self.master_key)
         secret_env = [kube.secret_env(MASTER_KEY_ENV, master_key_secret.metadata.name, MASTER_KEY_ENV)]
         for suffix, env_name, value in (
@@ -167,6 +172,11 @@ class LiteLLMGateway(pulumi.ComponentResource):
 
     def _metadata(self, object_name: str, **extra: Any) -> dict[str, Any]:
         return kube.metadata(object_name, self._namespace, self._labels, **extra)
+
+    def _generated_master_key(self, name: str) -> pulumi.Output[str]:
+        """LiteLLM refuses to start without a master key; generated ones start with "sk-", as its own do."""
+        password = random.RandomPassword(f"{name}-master-key", length=48, special=False, opts=self._child)
+        return pulumi.Output.concat("sk-", password.result)
 
     def _secret(self, suffix: str, env_name: str, value: pulumi.Output[str]) -> k8s.core.v1.Secret:
         """One Secret holding one value under its env var's name. The value stays secret.
@@ -306,7 +316,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
 
 def startup_failures(database: bool) -> int:
     """Failed startup probes the kubelet allows: the start, after the migration in database mode."""
-    return STARTUP_FAILURES + (math.ceil(MIGRATION_SECONDS / STARTUP_PERIOD_SECONDS) if database else 0)
+    migration = MIGRATION_LOCK_SECONDS + MIGRATION_SECONDS
+    return STARTUP_FAILURES + (math.ceil(migration / STARTUP_PERIOD_SECONDS) if database else 0)
 
 
 # Where the cloud tier may be: anywhere but the private ranges (the local tiers are in-cluster pods).

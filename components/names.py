@@ -38,7 +38,8 @@ REDIS_URL_SECRET = "redis-url"
 OPENAI_KEY_CONFIG = "openaiApiKey"
 DATABASE_URL_CONFIG = "databaseUrl"
 REDIS_URL_CONFIG = "redisUrl"
-SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG, REDIS_URL_CONFIG)
+MASTER_KEY_CONFIG = "masterKey"  # an operator's own gateway key (e.g. the old gateway's); else generated
+SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG, REDIS_URL_CONFIG, MASTER_KEY_CONFIG)
 
 # The gateway's config directory: the ConfigMap's files, mounted where LiteLLM looks for its
 # handler modules (beside config.yaml).
@@ -48,7 +49,8 @@ PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"  # vLLM by progress, n
 HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"  # truthful 503/429/400 when the chain fails
 CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"  # the cloud tier's rpm / tpm / budget
 REQUEST_CHECK_FILE = GATEWAY_CODE / "request_check.py"  # a malformed request gets a 400, no tier sees it
-GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE, REQUEST_CHECK_FILE)
+CONTEXT_CHECK_FILE = GATEWAY_CODE / "context_check.py"  # a prompt longer than the chain's context gets a 400
+GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE, REQUEST_CHECK_FILE, CONTEXT_CHECK_FILE)
 # The LiteLLM custom provider that gateway/vllm_progress.py registers (`<provider>/<model>`).
 PROGRESS_PROVIDER = "vllm-progress"
 

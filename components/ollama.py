@@ -19,8 +19,8 @@ HOME_PATH = "/home/ollama"
 # The init container. Start a private server; pull the model only if the volume lacks it (or holds
 # another than the pinned one); check the pin; derive the served model; stop the server.
 # - No pull when the model is there: `ollama pull` asks the registry for the manifest even then
-#   (ollama v0.12.6 server/images.go, PullModel: "pulling manifest" before any local check), so a
-#   restart would need the internet. A manifest is written only after its blobs are verified
+#   (ollama v0.12.6 server/images.go, PullModel: the local manifest is read only to prune old
+#   layers, never to skip "pulling manifest"), so a restart would need the internet. A manifest is written only after its blobs are verified
 #   (same function), so a manifest on the volume means a whole model.
 # - The digest is the sha256 of the manifest file (server/manifest.go ParseNamedManifest): what
 #   `ollama list` shows the first 12 hex digits of. 0.12.6 cannot pull by digest
@@ -35,6 +35,10 @@ HOME_PATH = "/home/ollama"
 #   load the runner alike from a model derived with `PARAMETER num_thread`. `ollama create` FROM a
 #   model that is present pulls nothing (server/model.go parseFromModel); it is recreated on every
 #   start, so a new CPU limit takes effect with the pod that has it.
+# - Context: `PARAMETER num_ctx` (gateway.contextTokens, components/context_window.py), for the same
+#   reasons: a runner option, one runner for warm-up, probe and requests. Not OLLAMA_CONTEXT_LENGTH:
+#   that only sets the default under a model's own parameters (modelOptions: DefaultOptions, then
+#   the model's), so a base model shipping its own num_ctx would silently win over it.
 PULL_SCRIPT = """\
 fail() { echo "pull-model: $*" >&2; kill "$server" 2>/dev/null; exit 1; }
 ollama serve &
@@ -58,9 +62,10 @@ if [ -n "$MODEL_DIGEST" ] && [ "$digest" != "$MODEL_DIGEST" ]; then
   fail "$OLLAMA_MODEL is $digest, not $MODEL_DIGEST as llm-gateway:ollama.modelDigest pins; the tag has \
 moved: check the new model, then set ollama.modelDigest to $digest (or pin another tag)"
 fi
-printf 'FROM %s\\nPARAMETER num_thread %s\\n' "$OLLAMA_MODEL" "$MODEL_THREADS" > /tmp/Modelfile
+printf 'FROM %s\\nPARAMETER num_thread %s\\nPARAMETER num_ctx %s\\n' "$OLLAMA_MODEL" "$MODEL_THREADS" \
+  "$MODEL_CONTEXT" > /tmp/Modelfile
 ollama create "$SERVED_MODEL" -f /tmp/Modelfile >/dev/null || fail "could not create $SERVED_MODEL"
-echo "$SERVED_MODEL runs $MODEL_THREADS threads"
+echo "$SERVED_MODEL runs $MODEL_THREADS threads with a context of $MODEL_CONTEXT tokens"
 kill "$server"
 """
 # Load the model into memory: `ollama run` with no prompt and stdin not a terminal sends an empty
@@ -96,6 +101,7 @@ NO_GPU_ENV = {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": "-1"}
 @dataclass(frozen=True)
 class OllamaArgs:
     ollama: OllamaSettings
+    context_tokens: int  # the chain's context (gateway.contextTokens): the served model's num_ctx
     placement: kube.Placement
 
 
@@ -118,7 +124,7 @@ class OllamaBackend(pulumi.ComponentResource):
             labels,
             child,
         )
-        pod_spec = self._pod_spec(ollama, models.metadata.name)
+        pod_spec = self._pod_spec(ollama, args.context_tokens, models.metadata.name)
         init_seconds = SERVER_START_SECONDS + ollama.pull_timeout_seconds
         rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)
         # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
@@ -131,7 +137,7 @@ class OllamaBackend(pulumi.ComponentResource):
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
 
     @staticmethod
-    def _pod_spec(ollama: OllamaSettings, models_claim: pulumi.Input[str]) -> dict[str, Any]:
+    def _pod_spec(ollama: OllamaSettings, context_tokens: int, models_claim: pulumi.Input[str]) -> dict[str, Any]:
         common_env = {
             "HOME": HOME_PATH,
             "OLLAMA_MODELS": MODELS_PATH,
@@ -162,6 +168,7 @@ class OllamaBackend(pulumi.ComponentResource):
                             "MODEL_MANIFEST": OllamaName.parse(ollama.model).manifest_path,
                             "MODEL_DIGEST": ollama.model_digest or "",
                             "MODEL_THREADS": str(threads_for_cpu_limit(ollama.resources.limits.cpu)),
+                            "MODEL_CONTEXT": str(context_tokens),
                         }
                     ),
                     "resources": kube.resources(ollama.resources),

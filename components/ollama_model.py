@@ -29,7 +29,7 @@ _PART_PATTERNS = {
     "model": (re.compile(_FIRST + r"[A-Za-z0-9_.-]*"), 80),
     "tag": (re.compile(_FIRST + r"[A-Za-z0-9_.-]*"), 80),
 }
-_CPU_UNITS = {
+_QUANTITY_UNITS = {
     "m": Decimal("0.001"),
     "": Decimal(1),
     "k": Decimal(10) ** 3,
@@ -112,7 +112,12 @@ def model_problem(model: str) -> str | None:
     return name.problem() or OllamaName.parse(served_model(model)).problem()
 
 
+def quantity_value(quantity: str) -> Decimal:
+    """A Kubernetes quantity as a number: cores for CPU ("500m" → 0.5), bytes for memory ("3Gi")."""
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", quantity).groups()
+    return Decimal(number) * _QUANTITY_UNITS[unit]
+
+
 def threads_for_cpu_limit(cpu: str) -> int:
     """Whole cores in a Kubernetes CPU quantity, rounded down, at least 1 ("3500m" → 3, "500m" → 1)."""
-    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", cpu).groups()
-    return max(1, int(Decimal(number) * _CPU_UNITS[unit]))
+    return max(1, int(quantity_value(cpu)))

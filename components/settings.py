@@ -18,6 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from components.context_window import (
+    KNOWN_OLLAMA_MODELS,
+    largest_context,
+    mebibytes,
+    memory_needed,
+    sets_max_model_len,
+)
 from components.declarations import (
     ANNOTATIONS,
     ARGUMENT,
@@ -47,13 +54,14 @@ from components.declarations import (
 )
 from components.names import (
     DATABASE_URL_CONFIG,
+    MASTER_KEY_CONFIG,
     OPENAI_KEY_CONFIG,
     PROJECT,
     REDIS_URL_CONFIG,
     SECRET_CONFIG_KEYS,
     config_key,
 )
-from components.ollama_model import model_problem
+from components.ollama_model import model_problem, quantity_value
 
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
@@ -68,6 +76,7 @@ BUDGET_PERIODS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 # Bounds shared by several timeouts.
 SECONDS = Whole(5, 3600)
+CONTEXT_TOKENS = Whole(1024, 131072)
 LIMIT_SECONDS = Whole(1, 600)
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +148,10 @@ class VllmSettings(PinnedImage):
     shm_size: str = setting("2Gi", QUANTITY, "`/dev/shm` size (memory-backed).")
     storage_class_name: str | None = setting(None, DNS_LABEL, "PVC storage class (unset: the cluster default).")
     extra_args: tuple[str, ...] = setting(
-        (), ListOf(ARGUMENT), 'Extra vLLM server arguments, e.g. `["--max-model-len", "8192"]`.'
+        (),
+        ListOf(ARGUMENT),
+        'Extra vLLM server arguments, e.g. `["--gpu-memory-utilization", "0.90"]` (the context length is '
+        "`gateway.contextTokens`).",
     )
     timeout_seconds: int = setting(600, SECONDS, "Cap on one whole vLLM answer, however healthy.")
     first_token_timeout_seconds: int = setting(
@@ -162,6 +174,14 @@ class VllmSettings(PinnedImage):
     )
 
     def check(self, path: str) -> None:
+        for index, argument in enumerate(self.extra_args):
+            if sets_max_model_len(argument):
+                raise ConfigError(
+                    f"{path}.extraArgs[{index}]",
+                    argument,
+                    "the context length is one setting for every tier: remove --max-model-len (and its value) "
+                    "from vllm.extraArgs and set llm-gateway:gateway.contextTokens instead",
+                )
         if self.max_queue_seconds >= self.timeout_seconds:
             raise ConfigError(
                 f"{path}.maxQueueSeconds",
@@ -190,6 +210,18 @@ class OllamaSettings(PinnedImage):
         "when the volume lacks it.",
     )
     resources: Resources = setting(resources("2", "4Gi", "4", "8Gi"), Nested(Resources), "Ollama container resources.")
+    model_memory: str | None = setting(
+        None,
+        QUANTITY,
+        "Memory the model takes apart from its context (file + output buffer), for the memory check; unset: "
+        "estimated for the qwen2.5 models, required for others.",
+    )
+    memory_per_context_token: int | None = setting(
+        None,
+        Whole(1, 100_000_000),
+        "Bytes per context token (KV cache + attention buffer), for the memory check; unset: estimated for the "
+        "qwen2.5 models, required for others.",
+    )
     storage_size: str = setting("20Gi", QUANTITY, "Models PVC.")
     storage_class_name: str | None = setting(None, DNS_LABEL, "PVC storage class (unset: the cluster default).")
     timeout_seconds: int = setting(
@@ -274,6 +306,18 @@ class GatewaySettings(PinnedImage):
         MODEL,
         "The model name clients request (the vLLM group); the other tiers are `<name>-ollama`, `<name>-openai`.",
     )
+    model_aliases: tuple[str, ...] = setting(
+        (),
+        ListOf(MODEL, most=16),
+        "Other names clients may request for the same chain, e.g. the old gateway's `[vllm-qwen]` "
+        "(LiteLLM aliases of `modelName`, never groups of their own).",
+    )
+    context_tokens: int = setting(
+        8192,
+        CONTEXT_TOKENS,
+        "The chain's context length, given to every local tier (vLLM's `--max-model-len`, Ollama's `num_ctx`); "
+        "the gateway refuses a longer prompt with a 400 naming it.",
+    )
     num_retries: int = setting(
         0, Whole(0, 5), "Retries within a tier. 0: the next tier *is* the retry (LiteLLM sleeps between retries)."
     )
@@ -320,6 +364,7 @@ class GatewaySettings(PinnedImage):
         return self.autoscaling.min_replicas if self.autoscaling.enabled else self.replicas
 
     def check(self, path: str) -> None:
+        self._check_aliases(path)
         if self.service_monitor and not self.metrics:
             raise ConfigError(f"{path}.serviceMonitor", True, "needs gateway.metrics true (there is nothing to scrape)")
         if self.service_monitor_labels and not self.service_monitor:
@@ -339,6 +384,19 @@ class GatewaySettings(PinnedImage):
                 f"must be at least healthCheckIntervalSeconds + probe timeout + 1 = {cycle + 1}, "
                 "so a hung vLLM stays skipped between two probes",
             )
+
+    def _check_aliases(self, path: str) -> None:
+        """An alias must name nothing else: not the chain itself, not one of its internal groups
+        (`<name>-ollama`, `<name>-openai`: a client calling those would skip tiers), not twice."""
+        taken = {self.model_name, f"{self.model_name}-ollama", f"{self.model_name}-openai"}
+        for index, alias in enumerate(self.model_aliases):
+            if alias in taken:
+                raise ConfigError(
+                    f"{path}.modelAliases[{index}]",
+                    alias,
+                    f"is already a name of the chain ({', '.join(sorted(taken))}) or listed twice: remove it",
+                )
+            taken.add(alias)
 
 
 @dataclass(frozen=True)
@@ -464,6 +522,9 @@ class Settings:
     redis: RedisSettings = setting(None, Nested(RedisSettings), "Shared state for a fleet of gateway replicas.")
     database: bool = derived(False)  # `databaseUrl` set (as a secret): LiteLLM's database features on
 
+    def check(self, path: str) -> None:
+        _check_ollama_context(self.ollama, self.gateway.context_tokens)
+
     @property
     def vllm_replicas(self) -> int:
         """Gaming Mode hands the GPU back: vLLM runs 0 replicas and the chain fails over."""
@@ -496,6 +557,11 @@ SECRET_SETTINGS = (
         "required with `redis.mode: external`.",
         "unset",
     ),
+    SecretSetting(
+        MASTER_KEY_CONFIG,
+        "**Secret**. The gateway's key, e.g. the old gateway's, so its clients keep working; unset: generated.",
+        "generated",
+    ),
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -504,18 +570,23 @@ SECRET_SETTINGS = (
 
 
 def parse_settings(
-    raw: Mapping[str, Any], openai_key: str = "missing", database_url: str = "missing", redis_url: str = "missing"
+    raw: Mapping[str, Any],
+    openai_key: str = "missing",
+    database_url: str = "missing",
+    redis_url: str = "missing",
+    master_key: str = "missing",
 ) -> Settings:
     """Validate the whole stack config (bare keys, no `llm-gateway:` prefix).
 
-    `openai_key`, `database_url` and `redis_url` say how `llm-gateway:openaiApiKey`,
-    `llm-gateway:databaseUrl` and `llm-gateway:redisUrl` are set: "missing", "secret" or
-    "plaintext". Their values never reach this function.
+    `openai_key`, `database_url`, `redis_url` and `master_key` say how `llm-gateway:openaiApiKey`,
+    `llm-gateway:databaseUrl`, `llm-gateway:redisUrl` and `llm-gateway:masterKey` are set:
+    "missing", "secret" or "plaintext". Their values never reach this function.
     """
     public = {key: value for key, value in raw.items() if key not in SECRET_CONFIG_KEYS}
     settings = parse_object(Settings, "", public, also_known=SECRET_CONFIG_KEYS)
     _check_openai_key(settings, openai_key)
     _check_not_plaintext(DATABASE_URL_CONFIG, database_url)
+    _check_not_plaintext(MASTER_KEY_CONFIG, master_key)
     _check_redis_url(settings.redis, redis_url)
     if (settings.alerts.enabled or settings.alerts.dashboard) and not settings.gateway.metrics:
         raise ConfigError(
@@ -528,6 +599,44 @@ def parse_settings(
             f"the admin UI needs a database: set `pulumi config set --secret {config_key(DATABASE_URL_CONFIG)} <url>`",
         )
     return replace(settings, database=database_url == "secret")
+
+
+def _check_ollama_context(ollama: OllamaSettings, context_tokens: int) -> None:
+    """Ollama loads `gateway.contextTokens` only if its memory holds it, and silently caps it at what the model
+    was trained for (components/context_window.py): either would break the chain's promise at request time."""
+    shape = KNOWN_OLLAMA_MODELS.get(ollama.model)
+    if shape is not None and context_tokens > shape.trained_context:
+        raise ConfigError(
+            "gateway.contextTokens",
+            context_tokens,
+            f"{ollama.model} holds at most {shape.trained_context} tokens (Ollama would cut it to that): "
+            f"set it to {shape.trained_context} or less, or choose another ollama.model",
+        )
+    apart = quantity_value(ollama.model_memory) if ollama.model_memory else None
+    per_token = ollama.memory_per_context_token
+    if shape is None and (apart is None or per_token is None):
+        missing = "ollama.modelMemory" if apart is None else "ollama.memoryPerContextToken"
+        raise ConfigError(
+            missing,
+            None,
+            f"the memory check has no estimate for {ollama.model}: set ollama.modelMemory (the model's size plus "
+            "its output buffer) and ollama.memoryPerContextToken (KV cache and attention buffer per token)",
+            state="is not set",
+        )
+    apart = int(apart if apart is not None else shape.bytes_apart_from_context)
+    per_token = per_token if per_token is not None else shape.bytes_per_context_token
+    requested = int(quantity_value(ollama.resources.requests.memory))
+    needed = memory_needed(apart, per_token, context_tokens)
+    if requested < needed:
+        fits = largest_context(apart, per_token, requested)
+        shorter = f", or lower gateway.contextTokens to at most {fits}" if fits >= CONTEXT_TOKENS.low else ""
+        raise ConfigError(
+            "ollama.resources.requests.memory",
+            ollama.resources.requests.memory,
+            f"an Ollama runner holding gateway.contextTokens={context_tokens} needs about {mebibytes(needed)}Mi "
+            f"(estimated: {mebibytes(apart)}Mi for the model + {per_token} bytes per token); raise it to at least "
+            f'"{mebibytes(needed)}Mi"{shorter}',
+        )
 
 
 def _check_openai_key(settings: Settings, state: str) -> None:

@@ -12,6 +12,7 @@ from pulumi.runtime import config as runtime_config
 from components.declarations import ConfigError
 from components.names import (
     DATABASE_URL_CONFIG,
+    MASTER_KEY_CONFIG,
     OPENAI_KEY_CONFIG,
     PROJECT,
     REDIS_URL_CONFIG,
@@ -60,6 +61,7 @@ def load_settings() -> Settings:
             openai_key=_secret_state(raw, OPENAI_KEY_CONFIG),
             database_url=_secret_state(raw, DATABASE_URL_CONFIG),
             redis_url=_secret_state(raw, REDIS_URL_CONFIG),
+            master_key=_secret_state(raw, MASTER_KEY_CONFIG),
         )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
@@ -82,3 +84,8 @@ def external_redis_url(settings: Settings) -> pulumi.Output[str] | None:
     if settings.redis.mode != "external":
         return None
     return pulumi.Config(PROJECT).require_secret(REDIS_URL_CONFIG)
+
+
+def operator_master_key() -> pulumi.Output[str] | None:
+    """The operator's own gateway key (checked to be a secret by `load_settings`); None: generated."""
+    return pulumi.Config(PROJECT).get_secret(MASTER_KEY_CONFIG)

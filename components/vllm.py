@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.backend import expose_to_gateway, model_volume, recreated_deployment
+from components.context_window import MAX_MODEL_LEN_FLAG
 from components.names import VLLM_PORT, VLLM_SERVICE
 from components.settings import VllmSettings
 
@@ -48,6 +49,7 @@ PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
 class VllmArgs:
     vllm: VllmSettings
     replicas: int  # Gaming Mode already applied: 0 while the GPU is handed back
+    context_tokens: int  # the chain's context (gateway.contextTokens): vLLM's --max-model-len
     placement: kube.Placement
     # False when rendering YAML: there is no live count to patch, and the patch's file would
     # overwrite the Deployment's (same kind, namespace and name).
@@ -71,7 +73,7 @@ class VllmBackend(pulumi.ComponentResource):
         # torch.compile, triton and flashinfer write JIT caches where the image decides; HOME is on
         # the cache volume, but a read-only root has not been proven safe for every vLLM release.
         skips["CKV_K8S_22"] = "vLLM JIT caches write outside HOME in some releases; root stays writable"
-        pod_spec = self._pod_spec(vllm, cache.metadata.name)
+        pod_spec = self._pod_spec(vllm, args.context_tokens, cache.metadata.name)
         # Gaming Mode: 0 replicas. The Service keeps its name and has no endpoints, so the gateway
         # gets "connection refused" at once and moves on to Ollama. One GPU cannot hold the old and
         # the new pod at once: stop, then start.
@@ -116,7 +118,7 @@ class VllmBackend(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _pod_spec(vllm: VllmSettings, cache_claim: pulumi.Input[str]) -> dict[str, Any]:
+    def _pod_spec(vllm: VllmSettings, context_tokens: int, cache_claim: pulumi.Input[str]) -> dict[str, Any]:
         gpu_limit = {"nvidia.com/gpu": str(vllm.gpu_count)} if vllm.gpu_count else {}
         spec: dict[str, Any] = {
             **kube.no_token_no_service_links(),
@@ -133,6 +135,9 @@ class VllmBackend(pulumi.ComponentResource):
                         vllm.model,
                         "--port",
                         str(VLLM_PORT),
+                        # The chain's one context: a longer prompt is refused (400), never cut.
+                        MAX_MODEL_LEN_FLAG,
+                        str(context_tokens),
                         *vllm.extra_args,
                     ],
                     "env": kube.env(RUNTIME_ENV),

@@ -28,7 +28,7 @@ from components.fallback import failover_chain, gateway_environment, gateway_fil
 from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER, REDIS_URL_ENV
 from components.settings import Settings
 from drill.client import DRILL_MASTER_KEY, chat
-from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn
+from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn, cloud_snapshot
 
 # A stand-in for each wire protocol a tier may speak (fallback.Tier.api).
 STANDIN_FOR_API = {"openai": OpenAIStandIn, "ollama": OllamaStandIn}
@@ -167,7 +167,9 @@ class Drill:
         """A stand-in for every tier of the chain; the api_base of each, by tier id."""
         bases = {}
         for tier in failover_chain(self.settings):
-            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port()).start()
+            # The cloud answers with the dated model behind the name it was asked for, as OpenAI does.
+            cloud = {} if tier.in_cluster else {"snapshot": cloud_snapshot(tier.served_model)}
+            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port(), **cloud).start()
             self.standins[tier.name] = standin
             bases[tier.name] = f"{standin.url}{tier.api_path}"
         return bases

@@ -3,6 +3,9 @@
 - `OpenAIStandIn`: the OpenAI chat-completion API, as vLLM and the cloud tier serve it.
 - `OllamaStandIn`: Ollama's native `/api/chat` (NDJSON when streaming), as `ollama_chat/` calls it.
 
+Answers name their model as the real servers do: vLLM its served model name, Ollama the name the
+request asked for, OpenAI (`snapshot`) the dated model behind the alias that was asked for.
+
 Each tags its answers with its tier name ("[vllm] ...") and counts the client requests it served,
 apart from LiteLLM's health-check probes (recognised by LiteLLM's probe prompt). Modes:
   up             answers at once
@@ -110,6 +113,7 @@ class StandIn:
         self.waiting = 0  # requests queued for a slot
         self.generated_tokens = 0
         self.prompt_tokens = 0
+        self.last_token_at: float | None = None  # time.monotonic() of the last answer token sent
 
     # ---- control (called from the test thread) ----
     def start(self) -> StandIn:
@@ -159,6 +163,7 @@ class StandIn:
     def reset_counts(self) -> None:
         self.served.clear()
         self.received_at.clear()
+        self.last_token_at = None
 
     @property
     def client_requests(self) -> int:
@@ -279,6 +284,12 @@ class StandIn:
 
 
 CONTEXT_TOKENS = 32768  # the stand-in model's context length, as vLLM reports it
+# OpenAI answers an alias (`gpt-4o-mini`) with the dated model it points to (`gpt-4o-mini-2024-07-18`).
+CLOUD_SNAPSHOT_DATE = "2024-07-18"
+
+
+def cloud_snapshot(model: str) -> str:
+    return f"{model}-{CLOUD_SNAPSHOT_DATE}"
 
 
 def vllm_validation_error(body: Any) -> str | None:
@@ -308,7 +319,12 @@ def vllm_validation_error(body: Any) -> str | None:
 
 
 class OpenAIStandIn(StandIn):
-    """POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health."""
+    """POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health. Answers carry
+    `snapshot` if given (the cloud), else the served model name (vLLM's `--served-model-name`)."""
+
+    def __init__(self, tier: str, model: str, port: int, tokens: int = 8, snapshot: str | None = None) -> None:
+        super().__init__(tier, model, port, tokens)
+        self.answers_as = snapshot or model
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -359,7 +375,7 @@ class OpenAIStandIn(StandIn):
                     "id": ident,
                     "object": "chat.completion",
                     "created": created,
-                    "model": self.model,
+                    "model": self.answers_as,
                     "choices": [
                         {
                             "index": 0,
@@ -378,7 +394,7 @@ class OpenAIStandIn(StandIn):
                 "id": ident,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": self.model,
+                "model": self.answers_as,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 **(extra or {}),
             }
@@ -389,12 +405,14 @@ class OpenAIStandIn(StandIn):
             for index, word in enumerate(words):
                 await self._pace(index)
                 await event({"content": word if index == 0 else f" {word}"})
+                self.last_token_at = time.monotonic()
         # Counted before the finish is sent: a client (the gateway) may answer its own client on the
         # finish event, before the lines below are written, and a test then reads the counts.
         self.served[kind] += 1
         await event({}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(f"data: {json.dumps({'id': ident, 'choices': [], 'usage': usage})}\n\n".encode())
+            usage_event = {"id": ident, "model": self.answers_as, "choices": [], "usage": usage}
+            await response.write(f"data: {json.dumps(usage_event)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         return response
 
@@ -456,8 +474,9 @@ class OllamaStandIn(StandIn):
             return failed
         await self._load()  # a cold model is loaded first: the client pays for it
         words = self.words()
+        model = body.get("model") or self.model  # Ollama names the model as it was asked for
         done = {
-            "model": self.model,
+            "model": model,
             "created_at": "2026-11-26T00:00:00Z",
             "done": True,
             "done_reason": "stop",
@@ -473,7 +492,7 @@ class OllamaStandIn(StandIn):
         for index, word in enumerate(words):
             await self._pace(index)
             piece = {
-                "model": self.model,
+                "model": model,
                 "created_at": "2026-11-26T00:00:00Z",
                 "message": {"role": "assistant", "content": word if index == 0 else f" {word}"},
                 "done": False,

@@ -1,29 +1,45 @@
-"""A client's mistake gets a client error: a LiteLLM callback inside the proxy (shipped in the ConfigMap).
+"""A client's mistake gets a client error, and no client reaches past the chain: a LiteLLM callback
+inside the proxy (shipped in the ConfigMap) and an ASGI front door it installs when it loads.
 
-Registered under `litellm_settings.callbacks`, it checks a chat request before any tier sees it
-(`async_pre_call_hook`). A malformed request is answered 400 in OpenAI's error format, naming the
-field (`param`) and what is wrong with it; nothing is sent to any tier, so a bad request can
-neither be retried down the chain nor leave the cluster. The checks follow OpenAI's own API, which
-rejects a wrong type with 400 ("Invalid type for 'stream': expected a boolean ..."): a non-boolean
-`stream` is refused, not guessed. Fields this module does not know pass through untouched (vLLM
-takes sampling extras such as `top_k`); the tier's own validation answers for those, and a tier's
-400 reaches the client as a 400 (gateway/honest_errors.py).
+Registered under `litellm_settings.callbacks`, `RequestCheck` checks a chat request before any tier
+sees it (`async_pre_call_hook`). A malformed request is answered 400 in OpenAI's error format,
+naming the field (`param`) and what is wrong with it; nothing is sent to any tier, so a bad request
+can neither be retried down the chain nor leave the cluster. The checks follow OpenAI's own API,
+which rejects a wrong type with 400 ("Invalid type for 'stream': expected a boolean ..."): a
+non-boolean `stream` is refused, not guessed. Fields this module does not know pass through
+untouched (vLLM takes sampling extras such as `top_k`); the tier's own validation answers for
+those, and a tier's 400 reaches the client as a 400 (gateway/honest_errors.py).
 
-Two things LiteLLM 1.108.7 does before any hook runs are handled at its front door, an ASGI wrapper
-put around the proxy's middleware stack when this module loads (`FrontDoor`):
-- a chat request whose JSON body is not an object (`null`, `[1, 2]`, `"x"`) crashes its auth path
-  (`auth_exception_handler.handle_authentication_error` calls `request_data.get`) into a bare
-  `500 Internal Server Error`: it gets a 400 in OpenAI's format instead;
-- LiteLLM keeps a fixed list of public routes (`LiteLLMRoutes.public_routes`: `/`, `/routes`,
-  `/ui`, `/config/yaml`, model hubs, ...) that no setting removes. Without a key, only the health
-  probes are answered, plus the docs (unless NO_DOCS) and the admin UI (unless DISABLE_ADMIN_UI):
-  the same switches LiteLLM reads. Anything else without a key is a 401.
+The front door (`FrontDoor`) is put around the proxy's middleware stack, in front of LiteLLM's
+auth, body parsing and routing:
+- no key → 401 (LiteLLM keeps fixed public routes, `LiteLLMRoutes.public_routes`, that no setting
+  removes); without a key only the health probes answer, plus the docs (unless NO_DOCS) and the
+  admin UI (unless DISABLE_ADMIN_UI): the switches LiteLLM reads;
+- an allowlist of (method, path): chat completions, the model list, the probes, `/metrics/`, and
+  the docs / the admin UI's console routes when the operator turned them on. Anything else is
+  OpenAI's 404 `unknown_url`, so no other LiteLLM route (completions, embeddings, rerank,
+  path-model routes, pass-through, websockets) can send a prompt anywhere;
+- on chat, only the client names (the group marked client-facing, and its aliases) → else 404
+  `model_not_found` before any tier is called; LiteLLM's routing fields and headers (timeouts,
+  retries, fallbacks, mock_*) and its refused connection parameters (`api_base`, ...) → 400
+  naming them; an alias is rewritten to the chain's own name, so fallbacks and cooldowns apply;
+- a JSON body that is not an object (`null`, `[1, 2]`) → 400 (LiteLLM crashes on it into a bare
+  500); the parsed body is handed to LiteLLM (`scope["parsed_body"]`) so it is parsed once;
+- the model list (`/v1/models`, `/v1/models/{id}`) answers the client names only, once LiteLLM
+  accepted the key.
 """
 
 import json
 import math
 import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import SpecialHeaders
@@ -38,7 +54,8 @@ def _is_integer(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (_is_integer(value) or isinstance(value, float)) and math.isfinite(value)
+    # An int is always finite (and math.isfinite overflows on one of 400 digits): only floats are checked.
+    return _is_integer(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _between(low: float, high: float, whole: bool = False):
@@ -80,6 +97,19 @@ def _content(message: dict) -> str | None:
     return "expected a string or a list of content parts (objects with a `type`)"
 
 
+def _tool_calls(value) -> tuple[str, str] | None:
+    """(where inside, problem) for an assistant's `tool_calls`: OpenAI's list of function calls."""
+    if not isinstance(value, list):
+        return "", "expected a list of tool calls"
+    for index, call in enumerate(value):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f"[{index}]", "expected an object with a `function` holding a string `name`"
+        if not isinstance(function.get("arguments", ""), str):
+            return f"[{index}].function.arguments", "expected a string (the arguments as JSON text)"
+    return None
+
+
 def _messages(value) -> tuple[str, str] | None:
     """(param, problem) for the first thing wrong in `messages`, or None."""
     if not isinstance(value, list) or not value:
@@ -97,6 +127,9 @@ def _messages(value) -> tuple[str, str] | None:
             return f"{where}.content", problem
         if message["role"] == "tool" and not isinstance(message.get("tool_call_id"), str):
             return f"{where}.tool_call_id", "expected a string (a tool message answers a tool call)"
+        calls = _tool_calls(message["tool_calls"]) if message.get("tool_calls") is not None else None
+        if calls:
+            return f"{where}.tool_calls{calls[0]}", calls[1]
     return None
 
 
@@ -156,12 +189,90 @@ class RequestCheck(CustomLogger):
 
 
 # ---- the front door ---------------------------------------------------------------------------
+#
+# NFR68 (the cloud only after vLLM and Ollama failed) must hold whatever a client with the key
+# sends. LiteLLM 1.108.7 serves ~630 routes, and any model group by name on every route that takes
+# a model (path-model routes, /v1/completions, /v1/embeddings, /v1/rerank, /v1/responses, ...), and
+# `?model=` in the query wins over the body's model (`http_parsing_utils.resolve_inference_model`).
+# A denylist would miss the next route LiteLLM adds; so the door admits only what an OpenAI chat
+# client needs, and on the chat route only the names the operator gave clients.
 
 CHAT_PATHS = ("/chat/completions", "/v1/chat/completions")
+MODEL_LIST_PATHS = ("/models", "/v1/models")
+ONE_MODEL_PREFIXES = ("/models/", "/v1/models/")
 PROBE_PATHS = ("/health/liveliness", "/health/liveness", "/health/readiness")
+METRICS_PATHS = ("/metrics", "/metrics/")  # the ServiceMonitor's scrape (LiteLLM asks for the key there)
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+ADMITTED_GETS = frozenset((*MODEL_LIST_PATHS, *PROBE_PATHS, *METRICS_PATHS))
 # Every header LiteLLM takes a key from (its SpecialHeaders): with one, LiteLLM's auth decides.
-KEY_HEADERS = {header.value.lower().encode() for header in SpecialHeaders}
+KEY_HEADERS = frozenset(header.value.lower().encode() for header in SpecialHeaders)
+# Headers LiteLLM turns into routing (litellm_pre_call_utils.LiteLLMProxyRequestSetup) or into
+# switching callbacks off (the spend guard is one).
+STEERING_HEADERS = frozenset(
+    name.encode()
+    for name in (
+        "x-litellm-timeout",
+        "x-litellm-stream-timeout",
+        "x-litellm-num-retries",
+        "x-litellm-keepalive-seconds",
+        "x-litellm-disable-callbacks",
+    )
+)
+# Body fields with which LiteLLM lets a caller steer the chain (read in router.py and main.py):
+# timeouts, retries, fallbacks, the deployment or provider, the test levers. Refused, not ignored:
+# a client that sends `timeout` believes it bounded its wait; dropping the field silently would
+# leave it believing that forever, and a 400 naming the field tells it at the first try. No
+# OpenAI client sends these (they are LiteLLM's own, not OpenAI's API).
+ROUTING_FIELDS = frozenset(
+    {
+        "timeout", "request_timeout", "stream_timeout", "keepalive_seconds", "num_retries", "max_retries",
+        "retry_policy", "model_group_retry_policy", "cooldown_time",
+        "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks",
+        "disable_fallbacks", "fallback_depth", "max_fallbacks", "router_settings_override", "include_fallback_errors",
+        "specific_deployment", "deployment_id", "model_id", "model_info", "litellm_params", "custom_llm_provider",
+        "routing_strategy", "routing_strategy_args", "routing_groups", "passthrough", "passthrough_on_no_deployment",
+        "silent_model", "allowed_model_region", "enable_tag_filtering",
+    }
+)  # fmt: skip
+ROUTING_PREFIXES = ("mock_", "_")  # mock_response, mock_testing_fallbacks, ...; _target_order, ...
+# Where a request goes and with which credentials is the operator's: LiteLLM's own list of refused
+# parameters (auth_utils.is_request_body_safe: api_base, base_url, user_config, ...) answered as a
+# 400 here, before LiteLLM's auth turns its refusal into an outage; plus the connection fields of
+# LiteLLM's OpenAI parameter list that it does not refuse (constants.OPENAI_CHAT_COMPLETION_PARAMS).
+try:
+    from litellm.proxy.auth.auth_utils import (
+        _BANNED_METADATA_PARAMS,
+        _BANNED_REQUEST_BODY_PARAMS,
+        _NESTED_CONFIG_KEYS,
+        _NESTED_METADATA_KEYS,
+    )
+except ImportError:  # a later LiteLLM: its own check still refuses, gateway/honest_errors.py says 400
+    _BANNED_REQUEST_BODY_PARAMS = _BANNED_METADATA_PARAMS = _NESTED_CONFIG_KEYS = _NESTED_METADATA_KEYS = ()
+CONNECTION_FIELDS = frozenset(
+    {*_BANNED_REQUEST_BODY_PARAMS, "api_key", "api_version", "organization", "extra_headers", "default_headers"}
+)
+NESTED_REFUSED = {
+    **{key: frozenset(_BANNED_REQUEST_BODY_PARAMS) for key in _NESTED_CONFIG_KEYS},
+    **{key: frozenset(_BANNED_METADATA_PARAMS) for key in _NESTED_METADATA_KEYS},
+}
+# `model_info` marker of the chain's own group, the one name clients call (components/fallback.py).
+CLIENT_FACING = "client_facing"
+# Words of LLM routes that LiteLLM's own classification (RouteChecks.is_llm_api_route) misses.
+LLM_ROUTE_WORDS = ("completions", "embeddings", "rerank", "responses", "messages", "realtime", "generateContent")
+STARTED = int(time.time())
+FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+NOT_AN_OBJECT = "Invalid JSON payload: the request body must be a JSON object."
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer in OpenAI's error format, given at the door: no tier, no LiteLLM."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+    error_type: str = "invalid_request_error"
 
 
 def _switched_off(name: str) -> bool:
@@ -177,56 +288,257 @@ def open_without_a_key(path: str) -> bool:
     return not _switched_off("DISABLE_ADMIN_UI")
 
 
-async def _answer(send, status: int, message: str, error_type: str, param: str | None) -> None:
-    error = {"message": message, "type": error_type, "param": param, "code": str(status)}
-    body = json.dumps({"error": error}).encode()
+def is_console_route(path: str) -> bool:
+    """The admin UI's own routes (keys, users, spend, settings): none of them calls a model."""
+    from litellm.proxy._types import LiteLLMRoutes
+    from litellm.proxy.auth.route_checks import RouteChecks
+
+    if path.startswith(("/health", "/queue", *LiteLLMRoutes.mapped_pass_through_routes.value)):
+        return False  # /health prompts every model, the cloud included
+    return not RouteChecks.is_llm_api_route(path) and not any(word in path for word in LLM_ROUTE_WORDS)
+
+
+def admitted(method: str, path: str) -> bool:
+    """The allowlist: chat, the model list, the probes and the metrics; the docs and the admin UI
+    only when the operator turned them on. The LLM routes beyond chat never."""
+    if method == "POST" and path in CHAT_PATHS:
+        return True
+    if method == "GET" and (path in ADMITTED_GETS or path.startswith(ONE_MODEL_PREFIXES)):
+        return True
+    if method == "GET" and not _switched_off("NO_DOCS") and path.startswith(DOCS_PATHS):
+        return True
+    return not _switched_off("DISABLE_ADMIN_UI") and is_console_route(path)
+
+
+def unknown_route(method: str, path: str) -> Refusal:
+    """OpenAI's own answer to a URL it does not serve: 404 `unknown_url`."""
+    message = (
+        f"Unknown request URL: {method} {path[:200]}. This gateway serves POST /v1/chat/completions and GET /v1/models."
+    )
+    return Refusal(404, message, code="unknown_url")
+
+
+def model_not_found(model: str, names: Mapping[str, str]) -> Refusal:
+    """OpenAI's answer to a model the caller may not use: 404 `model_not_found`."""
+    served = ", ".join(sorted(names)) or "none"
+    message = (
+        f"The model `{model[:100]}` does not exist or you do not have access to it. This gateway serves: {served}."
+    )
+    return Refusal(404, message, param="model", code="model_not_found")
+
+
+def _refused_field(data: dict) -> Refusal | None:
+    for field in data:
+        if field in ROUTING_FIELDS or field.startswith(ROUTING_PREFIXES):
+            message = (
+                f"Unsupported parameter: '{field}'. The gateway decides timeouts, retries and fallbacks "
+                "(its chain is fixed by its operator): remove it."
+            )
+            return Refusal(400, message, param=field, code="unsupported_parameter")
+        if field in CONNECTION_FIELDS:
+            return _not_the_clients(field)
+    for container, refused in NESTED_REFUSED.items():
+        nested = data.get(container)
+        if isinstance(nested, dict):
+            for field in nested:
+                if field in refused:
+                    return _not_the_clients(f"{container}.{field}")
+    return None
+
+
+def _not_the_clients(param: str) -> Refusal:
+    message = (
+        f"Unsupported parameter: '{param}'. Where the gateway sends a request, and with which credentials, "
+        "is set by its operator: remove it."
+    )
+    return Refusal(400, message, param=param, code="unsupported_parameter")
+
+
+def chat_request_problem(data: dict, names: Mapping[str, str], query_string: bytes) -> Refusal | None:
+    """What the door refuses in a chat request (a JSON object), or None."""
+    if query_string and any(key == "model" for key, _ in parse_qsl(query_string.decode("latin-1"))):
+        return Refusal(400, "Invalid parameter: the model goes in the JSON body, not the URL.", param="model")
+    model = data.get("model")
+    if model is None:
+        return Refusal(400, "You must provide a model parameter.", param="model")
+    if not isinstance(model, str):
+        return Refusal(400, "Invalid type for 'model': expected a string.", param="model")
+    if model not in names:
+        return model_not_found(model, names)
+    return _refused_field(data)
+
+
+def client_names(model_list: list[dict] | None, aliases: Mapping[str, Any] | None) -> dict[str, str]:
+    """Each name a client may call → the chain's group it stands for: the group marked client-facing,
+    and each `model_group_alias` of it (LiteLLM's alias: a string, or `{"model": ...}`)."""
+    heads = {
+        entry.get("model_name") for entry in model_list or [] if (entry.get("model_info") or {}).get(CLIENT_FACING)
+    }
+    names = {head: head for head in heads}
+    for alias, target in (aliases or {}).items():
+        group = target if isinstance(target, str) else (target or {}).get("model")
+        if group in heads:
+            names.setdefault(alias, group)
+    return names
+
+
+class _ClientNames:
+    """The router's client names, computed once per router (LiteLLM builds it at start)."""
+
+    def __init__(self) -> None:
+        self._router: Any = None
+        self._names: dict[str, str] = {}
+
+    def get(self) -> dict[str, str]:
+        proxy = sys.modules.get("litellm.proxy.proxy_server")
+        router = getattr(proxy, "llm_router", None)
+        if router is not None and router is not self._router:
+            self._names = client_names(router.model_list, router.model_group_alias)
+            self._router = router
+        return self._names
+
+
+def model_list_body(names: Mapping[str, str], one: str | None = None) -> bytes:
+    """OpenAI's model list (or one model object): the client names, nothing of the chain behind."""
+    entries = [{"id": name, "object": "model", "created": STARTED, "owned_by": "llm-gateway"} for name in sorted(names)]
+    if one is not None:
+        return orjson.dumps(next(entry for entry in entries if entry["id"] == one))
+    return orjson.dumps({"object": "list", "data": entries})
+
+
+async def _answer(send, refusal: Refusal) -> None:
+    error = {
+        "message": refusal.message,
+        "type": refusal.error_type,
+        "param": refusal.param,
+        "code": refusal.code or str(refusal.status),
+    }
+    body = orjson.dumps({"error": error})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
+    if refusal.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _not_an_object(body: bytes) -> bool:
-    """Valid JSON that is not an object. Invalid JSON is left to LiteLLM, which answers it 400."""
+def _parsed(body: bytes) -> tuple[Any, bool]:
+    """(the JSON value, whether it parsed). orjson, as LiteLLM's own first try; what orjson rejects
+    goes to LiteLLM, which repairs surrogates or answers 400 (json only says whether it is an object)."""
     try:
-        return not isinstance(json.loads(body), dict) if body.strip() else False
+        return orjson.loads(body), True
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body), False
     except ValueError:
-        return False
+        return None, False
+
+
+def _serialized(data: dict) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # lone surrogates, which only json takes: LiteLLM answers those itself
+        return json.dumps(data).encode()
+
+
+async def _whole_body(receive) -> tuple[list[dict], bytes]:
+    messages, body = [], b""
+    while True:
+        message = await receive()
+        messages.append(message)
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return messages, body
 
 
 class FrontDoor:
-    """ASGI: in front of everything LiteLLM does, for the two cases above; the rest passes through."""
+    """ASGI, in front of everything LiteLLM does: no key → 401; not on the allowlist → 404; a chat
+    request for a name clients may not call, or with a routing or connection field → 404 / 400; an
+    alias → the chain's own name; the model list → the client names only."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
+        self.names = _ClientNames()
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":  # LiteLLM's realtime routes: no chat client needs them
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
-        path = scope.get("path", "")
-        has_key = any(name in KEY_HEADERS for name, _ in scope.get("headers", []))
+        method, path = scope.get("method", ""), scope.get("path", "")
+        has_key = steering = form = False
+        for name, value in scope.get("headers", []):
+            has_key = has_key or name in KEY_HEADERS
+            steering = steering or name in STEERING_HEADERS
+            form = form or (name == b"content-type" and value.lower().startswith(FORM_TYPES))
         if not has_key and not open_without_a_key(path):
             message = "No API key was sent: send the gateway's key as `Authorization: Bearer <key>`."
-            return await _answer(send, 401, message, "auth_error", None)
-        if scope.get("method") == "POST" and path in CHAT_PATHS:
-            messages, body = [], b""
-            while True:
-                message = await receive()
-                messages.append(message)
-                body += message.get("body", b"")
-                if message["type"] != "http.request" or not message.get("more_body"):
-                    break
-            if _not_an_object(body):
-                problem = "Invalid JSON payload: the request body must be a JSON object."
-                return await _answer(send, 400, problem, "invalid_request_error", "request_body")
-            replay = iter(messages)
-
-            async def receive_again():
-                return next(replay, None) or await receive()
-
-            return await self.inner(scope, receive_again, send)
+            return await _answer(send, Refusal(401, message, error_type="auth_error"))
+        if not admitted(method, path):
+            return await _answer(send, unknown_route(method, path))
+        if method == "POST" and path in CHAT_PATHS:
+            if steering:
+                return await _answer(send, _steering_header(scope))
+            if form:  # LiteLLM would parse a form into a request: chat is JSON, as OpenAI's
+                return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
+            return await self._chat(scope, receive, send)
+        if method == "GET" and (path in MODEL_LIST_PATHS or path.startswith(ONE_MODEL_PREFIXES)):
+            return await self._models(scope, receive, send, path)
         return await self.inner(scope, receive, send)
+
+    async def _chat(self, scope, receive, send) -> None:
+        messages, body = await _whole_body(receive)
+        data, parsed = _parsed(body) if body.strip() else ({}, False)
+        if data is not None and not isinstance(data, dict):
+            return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
+        if isinstance(data, dict):
+            names = self.names.get()
+            refusal = chat_request_problem(data, names, scope.get("query_string", b""))
+            if refusal is not None:
+                return await _answer(send, refusal)
+            if names[data["model"]] != data["model"]:  # an alias: the chain behind it sees its own name
+                data["model"] = names[data["model"]]
+                messages = [{"type": "http.request", "body": _serialized(data), "more_body": False}]
+            if parsed:  # LiteLLM reads this instead of parsing the body again (read_request_body)
+                scope["parsed_body"] = (tuple(data), data)
+        replay = iter(messages)
+
+        async def receive_again():
+            return next(replay, None) or await receive()
+
+        return await self.inner(scope, receive_again, send)
+
+    async def _models(self, scope, receive, send, path: str) -> None:
+        """LiteLLM checks the key (asked as GET /v1/models); its 200 is replaced by the client names."""
+        names = self.names.get()
+        one = path.split("/models/", 1)[1] if path.startswith(ONE_MODEL_PREFIXES) else None
+        if one is not None and one not in names:
+            return await _answer(send, model_not_found(one, names))
+        start: dict = {}
+
+        async def replace_the_list(message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                if message["status"] != 200:
+                    await send(message)
+                return
+            if start.get("status") != 200:
+                return await send(message)
+            if message.get("more_body"):
+                return
+            body = model_list_body(names, one)
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        listed = {**scope, "path": "/v1/models", "raw_path": b"/v1/models", "query_string": b""}
+        return await self.inner(listed, receive, replace_the_list)
+
+
+def _steering_header(scope) -> Refusal:
+    name = next(name for name, _ in scope["headers"] if name in STEERING_HEADERS).decode()
+    message = f"Unsupported header: '{name}'. The gateway decides timeouts, retries and callbacks: remove it."
+    return Refusal(400, message, param=name, code="unsupported_parameter")
 
 
 def _install_front_door() -> None:

@@ -34,6 +34,10 @@ IN_CLUSTER = re.compile(
 # makes a tier the cloud: the address (the marker forgotten) or the marker (an egress proxy with
 # a Service name in front of the cloud is still the cloud).
 LEAVES_CLUSTER = "leaves_cluster"
+# The `model_info` marker of the one group clients may call, and the plugin whose ASGI front door
+# enforces it inside the proxy (LiteLLM itself serves any group by name).
+CLIENT_FACING = "client_facing"
+FRONT_DOOR_MODULE = "request_check"
 
 
 def _litellm_config(props: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,6 +92,65 @@ def cloud_tier_last(args: ResourceValidationArgs, report_violation: ReportViolat
                     f"({local[-1]!r}) may",
                     None,
                 )
+
+
+def _chain_head(config: dict[str, Any]) -> str | None:
+    """The group the chain starts at: the first one no fallback list leads to."""
+    targets = {target for _, _, targets in _fallback_lists(config) for target in targets}
+    groups = [entry.get("model_name") for entry in config.get("model_list") or []]
+    return next((group for group in groups if group not in targets), None)
+
+
+def _aliases(config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for section in ("router_settings", "litellm_settings"):
+        for alias, target in ((config.get(section) or {}).get("model_group_alias") or {}).items():
+            yield alias, target if isinstance(target, str) else (target or {}).get("model")
+
+
+def only_the_chain_is_client_callable(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """NFR68 for the names a client may send. The proxy serves any group by name, so what keeps a
+    client from calling a later tier (the cloud) directly is the front door's list: the group marked
+    client-facing and its aliases. Checked here, on the rendered config: that list is exactly the
+    chain's head (in the cluster) and aliases of it, the front door is loaded (its module shipped,
+    its handler a callback), and no setting lets a client choose endpoints or credentials."""
+    if args.resource_type != CONFIG_MAP:
+        return
+    config = _litellm_config(args.props)
+    if config is None:
+        return
+    head = _chain_head(config)
+    marked = [
+        entry.get("model_name")
+        for entry in config.get("model_list") or []
+        if (entry.get("model_info") or {}).get(CLIENT_FACING)
+    ]
+    if set(marked) != {head} or head in _cloud_groups(config):
+        report_violation(
+            f"model_info.{CLIENT_FACING} must mark the chain's head {head!r} only (in the cluster), found {marked}",
+            None,
+        )
+    for alias, target in _aliases(config):
+        if target not in marked:
+            report_violation(
+                f"model_group_alias {alias!r} points at {target!r}, not at the chain's head {head!r}", None
+            )
+    callbacks = (config.get("litellm_settings") or {}).get("callbacks") or []
+    if f"{FRONT_DOOR_MODULE}.handler" not in callbacks or f"{FRONT_DOOR_MODULE}.py" not in (
+        args.props.get("data") or {}
+    ):
+        report_violation(
+            f"the front door ({FRONT_DOOR_MODULE}.py, handler in litellm_settings.callbacks) must be loaded: "
+            "without it clients can call every group by name",
+            None,
+        )
+    if (config.get("general_settings") or {}).get("allow_client_side_credentials"):
+        report_violation("general_settings.allow_client_side_credentials lets clients choose api_base and keys", None)
+    for entry in config.get("model_list") or []:
+        if (entry.get("litellm_params") or {}).get("configurable_clientside_auth_params"):
+            report_violation(
+                f"configurable_clientside_auth_params of {entry.get('model_name')!r} lets clients choose its api_base",
+                None,
+            )
 
 
 def no_secret_in_config_map(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -162,6 +225,11 @@ POLICIES = [
         "cloud-tier-last",
         "The cloud tier is last in the chain and every fallback list; only the last local tier reaches it.",
         cloud_tier_last,
+    ),
+    _mandatory(
+        "only-the-chain-is-client-callable",
+        "Clients may call the chain's head (and aliases of it) only, through the front door; never a later tier.",
+        only_the_chain_is_client_callable,
     ),
     _mandatory(
         "no-secret-in-config-map",

@@ -24,6 +24,9 @@ from drill.load import table as load_table
 from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY
 
 FAILOVER_LIMIT_SECONDS = 5.0  # NFR65
+# A stall must settle this much inside NFR65: the failover after the stall limit fires takes ~0.05 s
+# here, the progress handler looks every 0.25 s, and the rest is room for a loaded CI machine.
+STALL_MARGIN_SECONDS = 0.5
 MODEL = "chat"
 
 pytestmark = pytest.mark.drill
@@ -186,24 +189,37 @@ def test_vllm_hangs_before_a_stream_starts_the_stream_comes_from_ollama(fresh):
     assert fresh.counts()["openai"] == 0
 
 
+def seconds_after_vllms_last_token(fresh, moment: float) -> float:
+    last_token = fresh.standins["vllm"].last_token_at
+    assert last_token is not None, "vLLM sent no token"
+    return moment - last_token
+
+
 def test_vllm_stalls_mid_answer_non_streaming_client_gets_ollama_whole_answer_only(fresh):
     fresh.standins["vllm"].set_mode("stall", stall_after=3)
     answer = chat(fresh.url, MODEL, timeout=60)
-    report("vLLM stalled after 3 tokens (non-streaming) → Ollama", answer.seconds)
+    answered = time.monotonic()
     assert_chat_completion(answer, "ollama")
     assert answer.content == " ".join(fresh.standins["ollama"].words())  # nothing of vLLM's spliced in
-    assert answer.seconds < SETTINGS.vllm.stall_timeout_seconds + 1.5
+    asked = seconds_after_vllms_last_token(fresh, fresh.standins["ollama"].received_at[0])
+    settled = seconds_after_vllms_last_token(fresh, answered)
+    report("vLLM stalled after 3 tokens (non-streaming): Ollama asked, after vLLM's last token", asked)
+    report("vLLM stalled after 3 tokens (non-streaming): Ollama's answer in, after vLLM's last token", settled)
+    report("  margin to NFR65", FAILOVER_LIMIT_SECONDS - settled)
+    assert SETTINGS.vllm.stall_timeout_seconds <= asked  # it did wait for vLLM
+    assert settled < FAILOVER_LIMIT_SECONDS - STALL_MARGIN_SECONDS
     assert fresh.counts()["openai"] == 0
 
 
 def test_vllm_stalls_mid_stream_the_client_gets_an_error_not_a_spliced_answer(fresh):
     fresh.standins["vllm"].set_mode("stall", stall_after=3)
     answer = chat(fresh.url, MODEL, stream=True, timeout=60)
-    report("vLLM stalled after 3 tokens (streaming) → error after", answer.seconds)
+    errored = seconds_after_vllms_last_token(fresh, time.monotonic())
+    report("vLLM stalled after 3 tokens (streaming): error event, after vLLM's last token", errored)
     assert answer.content.startswith("[vllm]")
     assert "[ollama]" not in answer.content and "[openai]" not in answer.content
     assert "error" in answer.body  # the stream ends with an error event, not a finish_reason
-    assert answer.seconds < SETTINGS.vllm.stall_timeout_seconds + 1.5
+    assert SETTINGS.vllm.stall_timeout_seconds <= errored < FAILOVER_LIMIT_SECONDS - STALL_MARGIN_SECONDS
     assert fresh.counts() == {"vllm": 0, "ollama": 0, "openai": 0}
 
 

@@ -22,10 +22,10 @@ from unittest import mock
 import kubernetes_validate
 import pytest
 from kubernetes_validate import ValidationError
-from litellm_proxy_extras.prisma_toolchain import DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT
+from litellm_proxy_extras.prisma_toolchain import DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT, migration_lock_timeout
 
 from components import kube
-from components.litellm import MIGRATION_SECONDS
+from components.litellm import MIGRATION_LOCK_SECONDS, MIGRATION_SECONDS
 from drill.pod import LITELLM_IMAGE_ENV, container_environment, service_environment
 from pulumi_harness import CONFIG_MAP, DEPLOYMENT, SERVICE, auto_name, run_program
 
@@ -230,12 +230,12 @@ def test_the_gateways_prestop_is_valid_on_the_oldest_supported_kubernetes(every_
 
 def test_database_mode_gives_the_migration_its_whole_timeout_before_the_startup_probe_gives_up(every_pod):
     assert MIGRATION_SECONDS == DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT  # litellm_proxy_extras, as installed
+    assert migration_lock_timeout() == MIGRATION_LOCK_SECONDS  # another replica's migration, waited for
     plain = pod_spec(run_program({}, KEY), "litellm")["containers"][0]["startupProbe"]
     database = every_pod.one(DEPLOYMENT, "litellm").inputs
     startup = database["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
-    assert kube.probe_budget_seconds(startup) >= DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT + kube.probe_budget_seconds(
-        plain
-    )
+    waited = migration_lock_timeout() + DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT
+    assert kube.probe_budget_seconds(startup) >= waited + kube.probe_budget_seconds(plain)
     assert kube.probe_budget_seconds(plain) < 200  # without a database a stuck start is still found soon
     # Pulumi waits for that too (the await annotation follows from the pod's budgets).
     assert int(database["metadata"]["annotations"][kube.AWAIT_ANNOTATION]) > kube.probe_budget_seconds(startup)

@@ -125,3 +125,44 @@ def test_missing_limits_probes_and_moving_tags_are_caught(run):
     container["image"] = "vllm/vllm-openai:latest"
     found = sorted(v[0] for v in violations(resources))
     assert found == ["containers-have-limits-and-probes", "containers-have-limits-and-probes", "images-pinned"]
+
+
+# --- NFR68 for names: only the chain's head (and aliases of it) is client-callable ---------------
+
+
+def test_an_internal_group_made_client_callable_is_caught(run):
+    def cloud_callable(config):
+        config["model_list"][-1]["model_info"]["client_facing"] = True
+
+    def alias_to_the_cloud(config):
+        config["router_settings"]["model_group_alias"] = {"gpt-4o-mini": "chat-openai"}
+
+    def head_unmarked(config):
+        del config["model_list"][0]["model_info"]["client_facing"]
+
+    for change in (cloud_callable, alias_to_the_cloud, head_unmarked):
+        found = violations(with_config(run, change))
+        assert [v[0] for v in found] == ["only-the-chain-is-client-callable"], change.__name__
+
+
+def test_a_config_without_the_front_door_is_caught(run):
+    def no_callback(config):
+        config["litellm_settings"]["callbacks"].remove("request_check.handler")
+
+    assert [v[0] for v in violations(with_config(run, no_callback))] == ["only-the-chain-is-client-callable"]
+    resources = copy.deepcopy(run.resources)
+    next(r for r in resources if r.type == CONFIG_MAP).inputs["data"].pop("request_check.py")
+    assert [v[0] for v in violations(resources)] == ["only-the-chain-is-client-callable"]
+
+
+def test_client_chosen_endpoints_are_caught(run):
+    def client_credentials(config):
+        config["general_settings"]["allow_client_side_credentials"] = True
+        config["model_list"][1]["litellm_params"]["configurable_clientside_auth_params"] = ["api_base"]
+
+    found = violations(with_config(run, client_credentials))
+    assert [v[0] for v in found] == ["only-the-chain-is-client-callable"] * 2
+
+
+def test_aliases_of_the_head_pass():
+    assert violations(run_program({"gateway": {"modelAliases": ["vllm-qwen", "qwen"]}}, KEY).resources) == []

@@ -166,12 +166,14 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
         "honest_errors.py",
         "cloud_guard.py",
         "request_check.py",
+        "context_check.py",
     }
     config = yaml.safe_load(data[CONFIG_FILE_NAME])
     handlers = config["litellm_settings"]["custom_provider_map"]
     assert handlers == [{"provider": "vllm-progress", "custom_handler": "vllm_progress.handler"}]
     assert config["litellm_settings"]["callbacks"] == [
         "request_check.handler",
+        "context_check.handler",
         "honest_errors.handler",
         "cloud_guard.handler",
         "prometheus",
