@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drill.pod import container_environment, container_sandbox, service_environment, volume_args
+from drill.pod import RenderedPod, container_environment, container_sandbox, service_environment, volume_args
 
 STANDIN = Path(__file__).resolve().parent / "ollama_cli.py"
 STANDIN_BIN = Path(__file__).resolve().parent / "ollama_bin"
@@ -51,10 +51,9 @@ def usable() -> bool:
 
 
 @dataclass
-class OllamaPod:
+class OllamaPod(RenderedPod):
     """One Ollama pod: `deployment` is the rendered manifest, `claim` the models volume's directory."""
 
-    deployment: dict[str, Any]
     claim: Path
     load_seconds: float = 0.3
     services: list[dict[str, Any]] = field(default_factory=list)
@@ -62,14 +61,6 @@ class OllamaPod:
     pause: subprocess.Popen | None = None
     registry: subprocess.Popen | None = None
     main: subprocess.Popen | None = None
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.deployment["spec"]["template"]["spec"]
-
-    @property
-    def container(self) -> dict[str, Any]:
-        return self.spec["containers"][0]
 
     # ---- the pod's network namespace, and what runs in it ----
     def start(self) -> OllamaPod:

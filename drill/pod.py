@@ -215,17 +215,10 @@ def image_stand_in_binds(mount_paths: list[Path]) -> list[str]:
 
 
 @dataclass
-class EmulatedPod:
-    """One gateway pod from its Deployment manifest (the first container)."""
+class RenderedPod:
+    """A pod as its rendered Deployment describes it (the first container is the one that serves)."""
 
     deployment: dict[str, Any]
-    config_maps: dict[str, dict[str, str]]  # name → data
-    secrets: dict[str, dict[str, str]]  # name → stringData
-    api_bases: dict[str, str]  # tier id → loopback stand-in
-    services: list[dict[str, Any]]  # the rendered Services: the kubelet's service links come from them
-    process: subprocess.Popen | None = None
-    child_pid: int | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llm-gateway-pod-")))
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -234,6 +227,19 @@ class EmulatedPod:
     @property
     def container(self) -> dict[str, Any]:
         return self.spec["containers"][0]
+
+
+@dataclass
+class EmulatedPod(RenderedPod):
+    """One gateway pod from its Deployment manifest (the first container)."""
+
+    config_maps: dict[str, dict[str, str]]  # name → data
+    secrets: dict[str, dict[str, str]]  # name → stringData
+    api_bases: dict[str, str]  # tier id → loopback stand-in
+    services: list[dict[str, Any]]  # the rendered Services: the kubelet's service links come from them
+    process: subprocess.Popen | None = None
+    child_pid: int | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llm-gateway-pod-")))
 
     @property
     def port(self) -> int:

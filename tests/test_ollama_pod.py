@@ -73,6 +73,18 @@ def claim(place: Path, name: str) -> Path:
     return path
 
 
+def ready_pod(place: Path, pods, deployment: dict, parameters: dict | None = None) -> OllamaPod:
+    """The model in the registry, a pod on a fresh claim: init, server, startup probe, ready."""
+    publish(place / "store", MODEL, b"weights-1", parameters or {})
+    pod = pods(deployment, claim(place, "models"))
+    pod.start_registry(place / "store")
+    assert pod.run_init().returncode == 0
+    pod.start_main()
+    pod.wait_started()
+    assert pod.probe("readinessProbe")
+    return pod
+
+
 @pytest.fixture
 def pods():
     started: list[OllamaPod] = []
@@ -163,13 +175,7 @@ def test_a_model_cannot_be_named_by_digest_and_the_pin_is_checked():
 @needs_sandbox
 def test_the_cpu_tier_loads_back_a_model_that_left_memory(place, pods):
     deployment = ollama_deployment()
-    publish(place / "store", MODEL, b"weights-1", {})
-    pod = pods(deployment, claim(place, "models"))
-    pod.start_registry(place / "store")
-    assert pod.run_init().returncode == 0
-    pod.start_main()
-    pod.wait_started()
-    assert pod.probe("readinessProbe")
+    pod = ready_pod(place, pods, deployment)
 
     # A client's request with keep_alive 0 (LiteLLM passes it on: see the next test): answered, then
     # the runner is unloaded (server/sched.go: a zero session duration expires it once idle).
@@ -189,13 +195,7 @@ def test_the_cpu_tier_loads_back_a_model_that_left_memory(place, pods):
 def test_a_frozen_server_is_not_ready_within_seconds_not_after_a_load_budget(place, pods):
     """The reload gives readiness a long timeout; a server that no longer answers must still leave
     the Service's endpoints as fast as before (a few seconds), or the gateway keeps sending to it."""
-    publish(place / "store", MODEL, b"weights-1", {})
-    pod = pods(ollama_deployment(), claim(place, "models"))
-    pod.start_registry(place / "store")
-    assert pod.run_init().returncode == 0
-    pod.start_main()
-    pod.wait_started()
-    assert pod.probe("readinessProbe")
+    pod = ready_pod(place, pods, ollama_deployment())
 
     os.killpg(pod.main.pid, signal.SIGSTOP)  # the server and its sandbox freeze, as a hung process
     try:
@@ -270,13 +270,7 @@ def test_the_gateway_the_warm_up_and_readiness_call_the_derived_model():
 def test_warm_up_readiness_and_a_gateway_request_share_one_runner_with_the_limits_threads(place, pods):
     threads = (os.cpu_count() or 1) + 1  # not what the runner would take by itself (one per host core)
     deployment = ollama_deployment({"resources": {"limits": {"cpu": f"{threads}500m", "memory": "8Gi"}}})
-    publish(place / "store", MODEL, b"weights-1", {"stop": ["<|im_end|>"]})
-    pod = pods(deployment, claim(place, "models"))
-    pod.start_registry(place / "store")
-    assert pod.run_init().returncode == 0
-    pod.start_main()
-    pod.wait_started()
-    assert pod.probe("readinessProbe")
+    pod = ready_pod(place, pods, deployment, {"stop": ["<|im_end|>"]})
     # The request LiteLLM sends for a client's plain chat (its own transformation, no options set).
     from litellm.llms.ollama.chat.transformation import OllamaChatConfig
 
