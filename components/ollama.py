@@ -20,8 +20,9 @@ HOME_PATH = "/home/ollama"
 # another than the pinned one); check the pin; derive the served model; stop the server.
 # - No pull when the model is there: `ollama pull` asks the registry for the manifest even then
 #   (ollama v0.12.6 server/images.go, PullModel: the local manifest is read only to prune old
-#   layers, never to skip "pulling manifest"), so a restart would need the internet. A manifest is written only after its blobs are verified
-#   (same function), so a manifest on the volume means a whole model.
+#   layers, never to skip "pulling manifest"), so a restart would need the internet. A manifest
+#   is written only after its blobs are verified (same function), so a manifest on the volume
+#   means a whole model.
 # - The digest is the sha256 of the manifest file (server/manifest.go ParseNamedManifest): what
 #   `ollama list` shows the first 12 hex digits of. 0.12.6 cannot pull by digest
 #   (types/model/name.go), so a pin is checked after the pull and on every start.
