@@ -61,6 +61,7 @@ from components.names import (
     PROJECT,
     REDIS_URL_ENV,
     REQUEST_CHECK_FILE,
+    SERVED_MODEL_FILE,
     VLLM_PORT,
     VLLM_SERVICE,
     service_url,
@@ -89,6 +90,8 @@ COOL_DOWN_AT_FIRST_FAILURE = {
 LEAVES_CLUSTER = "leaves_cluster"
 # The flag gateway/vllm_progress.py sees on a background health check (`PROBE_KEY` there).
 ENGINE_PROBE = "engine_probe"
+# `model_info` key: the model name an answer of this tier carries (gateway/served_model.py sets it).
+ANSWERS_AS = "answers_as"
 # `model_info` marker of the chain's own group: with its aliases, the only names gateway/request_check.py's
 # front door lets clients call (the other groups are steps inside the chain, NFR68).
 CLIENT_FACING = "client_facing"
@@ -118,6 +121,7 @@ class Tier:
     context_tokens: int | None = None  # the context the tier is given; None: the cloud's own, not ours
     cooled_down: bool = True  # False: every request tries this tier, whatever happened before
     client_facing: bool = False  # the chain's head: the group clients call (by its name or an alias)
+    answers_as: str | None = None  # the model its answers name, where the tier reports another one
 
     @property
     def in_cluster(self) -> bool:
@@ -170,6 +174,8 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
             api="ollama",
             api_path="",
             served_model=served_model(ollama.model),
+            # Clients see the operator's model, not the derived one Ollama reports.
+            answers_as=ollama.model,
             service=OLLAMA_SERVICE,
             port=OLLAMA_PORT,
             cooled_down=False,
@@ -222,9 +228,10 @@ def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> di
 
 
 def callbacks(settings: Settings) -> list[str]:
-    """LiteLLM callbacks: the request check, the context check, honest errors and the cloud spend guard always;
+    """LiteLLM callbacks: the request check, the context check, honest errors, the cloud spend guard and
+    the answering model's name always;
     Prometheus metrics (per-tier requests, failures, `litellm_deployment_successful_fallbacks_total`) if on."""
-    checks = (REQUEST_CHECK_FILE, CONTEXT_CHECK_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE)
+    checks = (REQUEST_CHECK_FILE, CONTEXT_CHECK_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE, SERVED_MODEL_FILE)
     names = [f"{path.stem}.handler" for path in checks]
     if settings.gateway.metrics:
         names.append("prometheus")
@@ -277,6 +284,8 @@ def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) 
         model_info["allowed_fails"] = NEVER_COOL_DOWN
     if tier.context_tokens is not None:
         model_info[CONTEXT_TOKENS] = tier.context_tokens
+    if tier.answers_as is not None:
+        model_info[ANSWERS_AS] = tier.answers_as
     return {"model_name": tier.group, "litellm_params": dict(tier.litellm_params), "model_info": model_info}
 
 

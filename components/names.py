@@ -50,7 +50,15 @@ HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"  # truthful 503/429/400 w
 CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"  # the cloud tier's rpm / tpm / budget
 REQUEST_CHECK_FILE = GATEWAY_CODE / "request_check.py"  # a malformed request gets a 400, no tier sees it
 CONTEXT_CHECK_FILE = GATEWAY_CODE / "context_check.py"  # a prompt longer than the chain's context gets a 400
-GATEWAY_MODULES = (PROGRESS_HANDLER_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE, REQUEST_CHECK_FILE, CONTEXT_CHECK_FILE)
+SERVED_MODEL_FILE = GATEWAY_CODE / "served_model.py"  # an answer's `model` names the model that answered
+GATEWAY_MODULES = (
+    PROGRESS_HANDLER_FILE,
+    HONEST_ERRORS_FILE,
+    CLOUD_GUARD_FILE,
+    REQUEST_CHECK_FILE,
+    CONTEXT_CHECK_FILE,
+    SERVED_MODEL_FILE,
+)
 # The LiteLLM custom provider that gateway/vllm_progress.py registers (`<provider>/<model>`).
 PROGRESS_PROVIDER = "vllm-progress"
 

@@ -3,12 +3,13 @@
 Pure: no Pulumi import. Every expression but one uses metric names and labels the real proxy exports
 (the drill scrapes them after real failovers and `promtool test rules` runs these rules on that data):
 LiteLLM's own per-deployment counters (label `model_id` = the tier id, `requested_model` = the model
-group) and the two the gateway's plugins add: `llm_gateway_failed_requests_total{reason}`
-(gateway/honest_errors.py) and `llm_gateway_cloud_guard_rejections_total{limit}`
-(gateway/cloud_guard.py). The tiers are read from the chain, never spelled out: the GPU tier is the
-first, Ollama the last one inside the cluster, the cloud the one outside it. The one: with the
-autoscaler on, kube-state-metrics' `kube_horizontalpodautoscaler_status_condition` (its
-internal/store/horizontalpodautoscaler.go), tested with promtool on series in that exporter's format.
+group) and those the gateway's plugins add: `llm_gateway_failed_requests_total{reason}`
+(gateway/honest_errors.py), `llm_gateway_cloud_guard_rejections_total{limit}`
+(gateway/cloud_guard.py) and `llm_gateway_vllm_progress_blind` (gateway/vllm_progress.py). The tiers
+are read from the chain, never spelled out: the GPU tier is the first, Ollama the last one inside the
+cluster, the cloud the one outside it. The one: with the autoscaler on, kube-state-metrics'
+`kube_horizontalpodautoscaler_status_condition` (its internal/store/horizontalpodautoscaler.go),
+tested with promtool on series in that exporter's format.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ CLIENT_REQUESTS = 'litellm_proxy_total_requests_metric_total{route!="None"}'
 # metrics-server has sampled no pod yet (a fresh start of either); a blind autoscaler still holds
 # its pods, so there is no hurry. kube-prometheus-stack's own HPA alerts wait 15 minutes too.
 AUTOSCALER_BLIND_FOR = "15m"
+# gateway/vllm_progress.py PROGRESS_BLIND. Held for a while: one unread sample (a slow answer at peak)
+# is not yet a watch without evidence.
+PROGRESS_BLIND = "llm_gateway_vllm_progress_blind"
+PROGRESS_BLIND_FOR = "5m"
 
 
 def _served(tier: Tier, window: str) -> str:
@@ -76,6 +81,21 @@ def _autoscaler_blind(settings: Settings) -> dict[str, Any]:
         f"{settings.gateway.autoscaling.min_replicas}, after a first `pulumi up`) whatever the load. Usually no "
         f"metrics-server; `kubectl -n {settings.namespace} describe hpa {GATEWAY_SERVICE}` gives the reason.",
         hold_for=AUTOSCALER_BLIND_FOR,
+    )
+
+
+def _progress_blind(gpu: Tier) -> dict[str, Any]:
+    """gateway/vllm_progress.py sets the gauge while vLLM answers but its /metrics cannot be read. Then
+    only a gateway process's own streams show progress: a GPU busy for other replicas looks hung."""
+    return _rule(
+        "LlmGatewayVllmProgressBlind",
+        f"max({PROGRESS_BLIND}) == 1",
+        "warning",
+        f"The gateway cannot read {gpu.name}'s /metrics: a busy GPU looks like a hung one",
+        "Requests quiet past vllm.firstTokenTimeoutSeconds go to the next tier and the GPU tier is cooled down, "
+        "at peak too. Check that vLLM serves /metrics on its port (a NetworkPolicy or proxy in the way, metric "
+        "names changed by a vLLM upgrade); the gateway's log says what it got.",
+        hold_for=PROGRESS_BLIND_FOR,
     )
 
 
@@ -133,6 +153,7 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
                 "A cloud limit (openai.rpm, openai.tpm or openai.maxBudgetUsd) is reached while local tiers are down.",
             )
         )
+    rules.append(_progress_blind(gpu))
     if settings.gateway.autoscaling.enabled:
         rules.append(_autoscaler_blind(settings))
     return rules

@@ -169,7 +169,9 @@ class Drill:
         for tier in failover_chain(self.settings):
             # The cloud answers with the dated model behind the name it was asked for, as OpenAI does.
             cloud = {} if tier.in_cluster else {"snapshot": cloud_snapshot(tier.served_model)}
-            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port(), **cloud).start()
+            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port(), **cloud)
+            standin.context_tokens = tier.context_tokens  # as the pod gives it (vLLM's stand-in ignores it)
+            standin.start()
             self.standins[tier.name] = standin
             bases[tier.name] = f"{standin.url}{tier.api_path}"
         return bases

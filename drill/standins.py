@@ -18,6 +18,8 @@ apart from LiteLLM's health-check probes (recognised by LiteLLM's probe prompt).
   slow           a correct answer spread over `delay` seconds (streams send tokens as they go)
   error          HTTP `status` with a realistic body
   stall          streams `stall_after` chunks, then goes silent (hangs)
+  garbage        streams `stall_after` chunks, then one event that is not JSON (cut off), then the
+                 rest as usual (a proxy or CDN that rewrote the body; Failover Bench S10)
   freeze         the engine stops: every open stream goes silent, queued requests never start,
                  the token counters stop; `/health` still answers (a GPU hung inside a kernel)
 
@@ -27,7 +29,9 @@ no event while it waits (vLLM's OpenAI server does the same); probes queue like 
 `OpenAIStandIn` serves vLLM-style `/metrics` (requests running and waiting, token counters that
 move as tokens are produced). `OllamaStandIn(cold_load=…)` pays a model load on the first chat
 after it starts, unless the model was loaded first (`POST /api/generate` with no prompt, what
-`ollama run <model> ""` sends); `/api/ps` lists the loaded model.
+`ollama run <model> ""` sends); `/api/ps` lists the loaded model. Its context is `context_tokens`
+(Ollama's default 4096 unless the drill gives it the chain's), and a longer chat prompt is cut as
+Ollama 0.12.6 cuts it, without an error, unless the request says `truncate: false` (then a 400).
 
 All servers run on one private event loop in a daemon thread; nothing here listens beyond loopback.
 """
@@ -46,6 +50,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from drill import tokenizer
 
 # A crash cuts connections mid-write on purpose; aiohttp would log each as an unhandled error.
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
@@ -113,6 +119,7 @@ class StandIn:
         self.waiting = 0  # requests queued for a slot
         self.generated_tokens = 0
         self.prompt_tokens = 0
+        self.context_tokens: int | None = None  # the served model's context; None: the server's default
         self.last_token_at: float | None = None  # time.monotonic() of the last answer token sent
 
     # ---- control (called from the test thread) ----
@@ -273,6 +280,10 @@ class StandIn:
         count = self.mode.tokens or self.tokens
         return [f"[{self.tier}]"] + [f"w{i}" for i in range(1, count)]
 
+    def garbage_before(self, index: int) -> bool:
+        """In `garbage` mode, whether a malformed event goes out before the chunk at `index`."""
+        return self.mode.name == "garbage" and index == self.mode.stall_after
+
     async def _pace(self, index: int) -> None:
         """Spread a slow answer's tokens over `delay` seconds; stall after `stall_after` chunks;
         freeze with the engine."""
@@ -404,6 +415,8 @@ class OpenAIStandIn(StandIn):
             await event({"role": "assistant", "content": ""})
             for index, word in enumerate(words):
                 await self._pace(index)
+                if self.garbage_before(index):
+                    await response.write(f'data: {{"id": "{ident}", "choices": [{{"delta": {{"content": \n\n'.encode())
                 await event({"content": word if index == 0 else f" {word}"})
                 self.last_token_at = time.monotonic()
         # Counted before the finish is sent: a client (the gateway) may answer its own client on the
@@ -417,6 +430,11 @@ class OpenAIStandIn(StandIn):
         return response
 
 
+OLLAMA_DEFAULT_CONTEXT = 4096  # ollama v0.12.6 envconfig/config.go OLLAMA_CONTEXT_LENGTH
+OLLAMA_NUM_KEEP = 4  # api/types.go DefaultOptions NumKeep: the prompt's first tokens survive a cut
+TOO_LONG = "the input length exceeds the context length"  # runner/ollamarunner/runner.go errorInputTooLong
+
+
 class OllamaStandIn(StandIn):
     """Ollama's native API: POST /api/chat (NDJSON stream or one JSON), /api/generate (a preload
     without prompt), /api/ps, /api/tags, /api/version. With `cold_load`, the model is not in memory
@@ -426,6 +444,7 @@ class OllamaStandIn(StandIn):
         super().__init__(tier, model, port, tokens)
         self.cold_load = cold_load
         self.loaded = cold_load == 0
+        self.truncations: list[dict[str, int]] = []  # what Ollama logs as `truncating input prompt`
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
@@ -473,6 +492,9 @@ class OllamaStandIn(StandIn):
         if failed is not None:
             return failed
         await self._load()  # a cold model is loaded first: the client pays for it
+        evaluated = self._fit_context(body)
+        if evaluated is None:
+            return web.json_response({"error": TOO_LONG}, status=400)
         words = self.words()
         model = body.get("model") or self.model  # Ollama names the model as it was asked for
         done = {
@@ -480,7 +502,7 @@ class OllamaStandIn(StandIn):
             "created_at": "2026-11-26T00:00:00Z",
             "done": True,
             "done_reason": "stop",
-            "prompt_eval_count": 5,
+            "prompt_eval_count": evaluated,
             "eval_count": len(words),
         }
         if body.get("stream") is False:
@@ -491,6 +513,8 @@ class OllamaStandIn(StandIn):
         await response.prepare(request)
         for index, word in enumerate(words):
             await self._pace(index)
+            if self.garbage_before(index):
+                await response.write(b'{"model": "' + model.encode() + b'", "message": {"role": "assistant", "cont\n')
             piece = {
                 "model": model,
                 "created_at": "2026-11-26T00:00:00Z",
@@ -501,3 +525,30 @@ class OllamaStandIn(StandIn):
         self.served[kind] += 1  # before the final line, as for the OpenAI stream above
         await response.write((json.dumps({**done, "message": {"role": "assistant", "content": ""}}) + "\n").encode())
         return response
+
+    def _fit_context(self, body: dict[str, Any]) -> int | None:
+        """The prompt tokens the model evaluates, or None for Ollama's 400. As ollama v0.12.6 does with
+        `truncate` unset or true: server/prompt.go chatPrompt keeps the system messages and the
+        newest messages that fit (the last one always), then runner/ollamarunner/runner.go keeps the
+        first `num_keep` tokens and the end of what is still too long, logs it, and answers anyway."""
+        context = self.context_tokens or OLLAMA_DEFAULT_CONTEXT
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        truncate = body.get("truncate") is not False
+        if truncate:
+            kept = len(messages) - 1
+            for first in range(len(messages) - 2, -1, -1):
+                system = [m for m in messages[:first] if m.get("role") == "system"]
+                if tokenizer.chat_tokens(system + messages[first:]) > context:
+                    break
+                kept = first
+            messages = [m for m in messages[:kept] if m.get("role") == "system"] + messages[kept:]
+        prompt = tokenizer.chat_tokens(messages)
+        if prompt <= context:
+            return prompt
+        if not truncate:
+            return None
+        self.truncations.append({"limit": context, "prompt": prompt, "keep": OLLAMA_NUM_KEEP, "new": context})
+        logging.getLogger("drill.ollama").warning(
+            "truncating input prompt limit=%d prompt=%d keep=%d new=%d", context, prompt, OLLAMA_NUM_KEEP, context
+        )
+        return context

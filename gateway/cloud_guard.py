@@ -21,10 +21,12 @@ Redis unreachable or slow: every Redis call waits at most `redis_timeout_seconds
 Then `when_redis_down` decides: "closed" refuses the cloud call (429, reason
 `cloud_guard_unavailable`); "open" falls back to this process's own counts (which it keeps all
 along), so a replica still enforces the limits on its own. Tokens and dollars that could not be
-written are kept and written when Redis answers again.
+written are kept and written exactly once when Redis answers again: one write at a time, resent
+under the same batch id (a write that timed out may still have run; Redis counts the id once).
 """
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -90,14 +92,17 @@ redis.call('ZADD', KEYS[1], now, ARGV[5] .. ':1')
 redis.call('EXPIRE', KEYS[1], 120)
 return 'ok'
 """
-# KEYS: tokens, tokens total, spend, spend total. ARGV: tokens, micro-dollars, id, budget period (s).
+# KEYS: tokens, tokens total, spend, spend total. ARGV: tokens, micro-dollars, batch id, budget
+# period (s). A batch sent again under its id (its first try timed out, yet Redis may have run it) is
+# counted once: `ZADD NX` finds its entry and the total is left alone.
 RECORD = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local function add(window, total, amount, seconds)
   if tonumber(amount) <= 0 then return end
-  redis.call('ZADD', window, now, ARGV[3] .. ':' .. amount)
-  redis.call('INCRBY', total, amount)
+  if redis.call('ZADD', window, 'NX', now, ARGV[3] .. ':' .. amount) == 1 then
+    redis.call('INCRBY', total, amount)
+  end
   redis.call('EXPIRE', window, seconds + 60)
   redis.call('EXPIRE', total, seconds + 60)
 end
@@ -108,18 +113,39 @@ return 'ok'
 
 
 class _Window:
-    """Amounts recorded over a sliding time window, in this process."""
+    """Whole amounts recorded over a sliding time window, in this process.
+
+    It is written on every cloud call but read only when its limit is set and Redis does not
+    answer, so it must stay small unread: amounts that arrive within a thousandth of the window
+    share one slot (at most SLOTS + 1 slots, whatever the traffic), expired slots leave on every
+    write, and the total is kept as amounts come and go (a check sums nothing). A slot leaves when
+    its newest amount does: an amount may count up to a thousandth of the window too long, never
+    too short.
+    """
+
+    SLOTS = 1000
 
     def __init__(self) -> None:
-        self.entries: deque = deque()
+        self.slots: deque[list] = deque()  # [first time, newest time, amount], oldest first
+        self.sum = 0
 
-    def total(self, seconds: float, now: float) -> float:
-        while self.entries and self.entries[0][0] <= now - seconds:
-            self.entries.popleft()
-        return sum(amount for _, amount in self.entries)
+    def total(self, seconds: float, now: float) -> int:
+        self._expire(seconds, now)
+        return self.sum
 
-    def add(self, amount: float, now: float) -> None:
-        self.entries.append((now, amount))
+    def add(self, amount: int, seconds: float, now: float) -> None:
+        self._expire(seconds, now)
+        newest = self.slots[-1] if self.slots else None
+        if newest is not None and now - newest[0] < seconds / self.SLOTS:
+            newest[1] = now
+            newest[2] += amount
+        else:
+            self.slots.append([now, now, amount])
+        self.sum += amount
+
+    def _expire(self, seconds: float, now: float) -> None:
+        while self.slots and self.slots[0][1] <= now - seconds:
+            self.sum -= self.slots.popleft()[2]
 
 
 class GuardStoreDown(Exception):
@@ -137,7 +163,11 @@ class SharedCounts:
         tag = "{" + key_prefix + "}"  # not an f-string: doubled braces in the ConfigMap read as a template to checkov
         self.keys = {name: f"{tag}:cloud-guard:{name}" for name in keys}
         self.clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.unwritten = [0, 0]  # tokens and micro-dollars Redis missed, summed until it answers
+        self.unwritten = [0, 0]  # tokens and micro-dollars recorded, not yet in a batch
+        # (batch id, tokens, micro-dollars) being written, or whose write failed: sent again under
+        # the same id until Redis confirms it, so a write that timed out yet ran is not counted twice.
+        self.batch: tuple[str, int, int] | None = None
+        self.flight: asyncio.Future | None = None  # the one write under way; concurrent callers await it
 
     def _scripts(self):
         loop = asyncio.get_running_loop()
@@ -169,23 +199,36 @@ class SharedCounts:
         return await self._run("admit", 0, keys, [rpm, tpm, budget_micro, int(period), uuid.uuid4().hex])
 
     async def record(self, tokens: int, micro: int, period: float) -> None:
-        try:
-            await self._write(tokens, micro, period)
-        except GuardStoreDown:
-            self.unwritten[0] += tokens
-            self.unwritten[1] += micro
-
-    async def _write(self, tokens: int, micro: int, period: float) -> None:
-        k = self.keys
-        keys = [k["tokens"], k["tokens-total"], k["spend"], k["spend-total"]]
-        await self._run("record", 1, keys, [tokens, micro, uuid.uuid4().hex, int(period)])
+        self.unwritten[0] += tokens
+        self.unwritten[1] += micro
+        with contextlib.suppress(GuardStoreDown):  # kept: the next admit or record writes it, once Redis answers
+            await self._write_unwritten(period)
 
     async def _write_unwritten(self, period: float) -> None:
-        """Spend counted while Redis was away is written before anything else is admitted."""
-        tokens, micro = self.unwritten
-        if tokens or micro:
-            await self._write(tokens, micro, period)  # raises while Redis is still away: kept for later
+        """Everything recorded so far reaches Redis before this returns (else GuardStoreDown), so
+        spend counted while Redis was away is written before anything else is admitted. One write
+        at a time: concurrent callers wait for the write under way instead of sending the same
+        amounts again; a write sealed before a caller's amounts arrived is followed by one with them."""
+        for _ in range(2):
+            if self.batch is None and not any(self.unwritten):
+                return
+            if self.flight is None or self.flight.done() or self.flight.get_loop() is not asyncio.get_running_loop():
+                # (Another loop's write cannot be awaited here; sending the same batch again is harmless.)
+                self.flight = asyncio.ensure_future(self._write_batch(period))
+                self.flight.add_done_callback(_retrieve_exception)
+            # Shielded: a caller cancelled (its client left) must not cancel a write others wait for.
+            await asyncio.shield(self.flight)
+
+    async def _write_batch(self, period: float) -> None:
+        if self.batch is None:  # seal what was recorded; what arrives during the write waits for the next
+            self.batch = (uuid.uuid4().hex, *self.unwritten)
             self.unwritten = [0, 0]
+        batch = self.batch
+        k = self.keys
+        keys = [k["tokens"], k["tokens-total"], k["spend"], k["spend-total"]]
+        await self._run("record", 1, keys, [batch[1], batch[2], batch[0], int(period)])
+        if self.batch is batch:  # not a newer one sealed by a write on another event loop
+            self.batch = None
 
 
 class CloudGuard(CustomLogger):
@@ -235,7 +278,7 @@ class CloudGuard(CustomLogger):
             reached = self._local_verdict(limits)  # no Redis, or Redis away with the policy "open"
         if reached is not None:
             raise self._refuse(deployment, *reached)
-        self.requests.add(1, self.clock())
+        self.requests.add(1, MINUTE, self.clock())
         return None
 
     @staticmethod
@@ -245,7 +288,7 @@ class CloudGuard(CustomLogger):
             rpm=_or_unlimited(limits.get("rpm")),
             tpm=_or_unlimited(limits.get("tpm")),
             budget_micro=-1 if budget is None else round(budget * MICRO),
-            period=limits.get("budget_period_seconds") or MINUTE,
+            period=_budget_period(limits),
         )
         return None if answer == "ok" else (answer, _why(answer, limits))
 
@@ -255,8 +298,8 @@ class CloudGuard(CustomLogger):
             return "rpm", _why("rpm", limits)
         if limits.get("tpm") is not None and self.tokens.total(MINUTE, now) >= limits["tpm"]:
             return "tpm", _why("tpm", limits)
-        budget, period = limits.get("max_budget_usd"), limits.get("budget_period_seconds")
-        if budget is not None and self.spend.total(period, now) >= budget:
+        budget = limits.get("max_budget_usd")
+        if budget is not None and self.spend.total(_budget_period(limits), now) >= round(budget * MICRO):
             return "budget", _why("budget", limits)
         return None
 
@@ -268,12 +311,22 @@ class CloudGuard(CustomLogger):
         now = self.clock()
         usage = getattr(response_obj, "usage", None)
         tokens = int(getattr(usage, "total_tokens", 0) or 0)
-        cost = float(kwargs.get("response_cost") or 0.0)
-        self.tokens.add(tokens, now)  # this process keeps its own counts too: the "open" fallback
-        self.spend.add(cost, now)
+        micro = round(float(kwargs.get("response_cost") or 0.0) * MICRO)
+        self.tokens.add(tokens, MINUTE, now)  # this process keeps its own counts too: the "open" fallback
+        self.spend.add(micro, _budget_period(limits), now)
         shared = self._shared_counts(limits)
         if shared is not None:
-            await shared.record(tokens, round(cost * MICRO), limits.get("budget_period_seconds") or MINUTE)
+            await shared.record(tokens, micro, _budget_period(limits))
+
+
+def _retrieve_exception(flight: asyncio.Future) -> None:
+    """A failed write whose callers all left is not an unhandled error: the batch is kept."""
+    if not flight.cancelled():
+        flight.exception()
+
+
+def _budget_period(limits: dict) -> float:
+    return limits.get("budget_period_seconds") or MINUTE
 
 
 def _or_unlimited(limit: float | None) -> int:

@@ -28,6 +28,7 @@ context (server/sched.go needsReload), and a raw `extra_body` would replace the 
 carries `truncate: false` (LiteLLM's router puts the request's fields over the deployment's).
 """
 
+import asyncio
 import json
 import unicodedata
 
@@ -115,12 +116,17 @@ def pieces(text: str):
     yield text
 
 
+def fits_by_bytes(texts: list[str], overhead: int, budget: int) -> bool:
+    """Fewer bytes than room: it fits, whatever the tokenizer (a byte-level BPE token is >= 1 byte)."""
+    return sum(len(text.encode()) for text in texts) + overhead <= budget
+
+
 def estimated_tokens(data: dict, budget: int) -> tuple[int, bool]:
     """(the prompt's tokens estimated from above, whether all were counted): counting stops once
     past `budget`, and below it the exact count does not matter."""
     texts, overhead = prompt_texts(data)
-    if sum(len(text.encode()) for text in texts) + overhead <= budget:
-        return overhead, False  # fewer bytes than room: it fits, whatever the tokenizer
+    if fits_by_bytes(texts, overhead, budget):
+        return overhead, False
     total = overhead
     for text in texts:
         for piece in pieces(text):
@@ -188,7 +194,13 @@ class ContextCheck(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
         if call_type not in CHAT_CALLS + TEXT_CALLS:
             return data
-        refused = refusal(data, chain_context())
+        context = chain_context()
+        if context is not None and not fits_by_bytes(*prompt_texts(data), context - answer_room(data)):
+            # Tokenising a long prompt takes milliseconds (9 ms near 8192 tokens, 25 ms at most past
+            # it): off the event loop, which serves every other request (tiktoken releases the GIL).
+            refused = await asyncio.to_thread(refusal, data, context)
+        else:
+            refused = refusal(data, context)
         if refused is not None:
             raise refused
         return data

@@ -9,10 +9,13 @@ and a message naming internal hosts, ports and the fallback walk. With it, in Op
 - the spend guard cannot reach its counts in Redis (policy "closed") → 429, reason
   `cloud_guard_unavailable`;
 - anything else (refused, hung, 5xx on every tier) → 503, reason `no_tier_available`, Retry-After.
+- an error inside a stream, after the 200 went out → one error event in that format (503, reason
+  `stream_interrupted`), then `[DONE]`: never LiteLLM's event with the exception's traceback.
 The reason is in `error.provider_specific_fields.reason`.
 No message carries an address, a port or a key fragment.
 """
 
+import json
 import re
 
 from fastapi import HTTPException
@@ -43,6 +46,10 @@ LEAVES_CLUSTER = "leaves_cluster"
 # gateway/cloud_guard.py's REDIS_DOWN_TAG, at the start of its refusal while Redis is away.
 GUARD_STORE_DOWN = "guard-store-down"
 CLIENT_ERROR_STATUSES = (400, 413, 422)
+# LiteLLM's refusal of a parameter a client may not set (auth_utils.is_request_body_safe and its
+# helpers raise ValueError("Rejected Request: <param> ...")): the request check's front door answers
+# LiteLLM's list itself; this catches what a later list adds, instead of a 503 that pages someone.
+REJECTED_PARAMETER = re.compile(r"Rejected Request: ([A-Za-z0-9_.\-]+)")
 RETRY_AFTER_SECONDS = "10"
 
 _SECRETS_AND_ADDRESSES = [
@@ -133,11 +140,24 @@ def _auth_failure(exception: Exception) -> HTTPException | None:
     return None
 
 
+def _refused_parameter(exception: Exception) -> HTTPException | None:
+    """A parameter LiteLLM refuses in a client's body: the client's mistake, a 400 naming it. On
+    LiteLLM's auth path the body's `type` is `auth_error` whatever is returned here."""
+    found = REJECTED_PARAMETER.match(str(exception))
+    if found is None:
+        return None
+    param = found.group(1)
+    message = f"Unsupported parameter: '{param}'. The gateway does not take it from clients: remove it."
+    error = _error(400, message, "invalid_request_error", "invalid_request")
+    error.param = param
+    return error
+
+
 class HonestErrors(CustomLogger):
     async def async_post_call_failure_hook(
         self, request_data, original_exception, user_api_key_dict, traceback_str=None
     ) -> HTTPException | None:
-        auth = _auth_failure(original_exception)
+        auth = _auth_failure(original_exception) or _refused_parameter(original_exception)
         if auth is not None:
             return auth
         if isinstance(original_exception, ProxyException | HTTPException):
@@ -178,6 +198,33 @@ class HonestErrors(CustomLogger):
             "service_unavailable_error",
             "no_tier_available",
         )
+
+    async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):
+        """An error raised inside a stream, after the 200 went out, reaches the client as one clean
+        error event. LiteLLM's own event would carry the exception's text: for an error it did not
+        map, a whole traceback (venv paths, the config directory, line numbers). Failover Bench S10."""
+        try:
+            async for chunk in response:
+                yield chunk
+        except Exception:  # any error mid-stream: the client gets none of its internals
+            yield stream_error_event()
+
+
+STREAM_INTERRUPTED = "stream_interrupted"
+
+
+def stream_error_event() -> str:
+    """One SSE event in OpenAI's error format. LiteLLM's stream (proxy_server.async_data_generator) sends a
+    `data: ` string as the stream's last event, then `[DONE]`."""
+    FAILED_REQUESTS.labels(reason=STREAM_INTERRUPTED, status="503").inc()
+    error = {
+        "message": "The answer broke off after it had started: what was sent is incomplete. Retry the request.",
+        "type": "service_unavailable_error",
+        "param": None,
+        "code": "503",
+        "provider_specific_fields": {"reason": STREAM_INTERRUPTED},
+    }
+    return f"data: {json.dumps({'error': error})}\n\n"
 
 
 handler = HonestErrors()

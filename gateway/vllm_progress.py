@@ -15,7 +15,9 @@ when the **engine** has made no progress either. The engine's progress is known 
   second while a request is quiet (not during ordinary traffic), which also shows tokens produced
   for other gateway replicas.
 So a request queued behind a full batch stays on vLLM while anyone's tokens flow, and a hung GPU
-(nothing moves for anyone) is given up on after the same limits as before.
+(nothing moves for anyone) is given up on after the same limits as before. When `/metrics` cannot be
+read although vLLM answers, only the first way is left: `llm_gateway_vllm_progress_blind` says so,
+and the log says it once (`MetricsEvidence`).
 
 Limits (the deployment's litellm_params, rendered from stack config by components/fallback.py):
 - `first_token_timeout`: how long a request may wait for its first event before the engine's
@@ -28,7 +30,9 @@ Limits (the deployment's litellm_params, rendered from stack config by component
   spilled request does not take vLLM away from everyone;
 - `timeout` (the deployment's own): an overall cap, so nothing runs forever.
 A hung engine raises `litellm.Timeout`: the router falls back and cools vLLM down. For a
-non-streaming client the events are assembled into the usual chat.completion.
+non-streaming client the events are assembled into the usual chat.completion. An error answer that
+asks to be retried shortly (a 5xx; a `Retry-After` within `first_token_timeout`) is tried once more
+on vLLM first (`same_tier_retry_delay`); an event that is not JSON is skipped.
 
 The background health check (`engine_probe` in `model_info.health_check_params`) is not a generation
 that queues behind the load: it asks vLLM's `/health`, and judges a busy engine by its progress. Only
@@ -40,6 +44,7 @@ fallback: splicing two tiers' text into one answer would be worse than a clean f
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -48,6 +53,7 @@ import httpx
 import litellm
 from litellm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
+from prometheus_client import REGISTRY, Gauge
 
 LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds")
 PROBE_KEY = "engine_probe"  # set on health-check calls through model_info.health_check_params
@@ -159,6 +165,49 @@ def parse_metrics(text: str) -> dict[str, float]:
     return sums
 
 
+def _gateway_gauge(name: str, documentation: str) -> Gauge:
+    """One gauge per process, however often LiteLLM execs this file (served at the proxy's /metrics/)."""
+    try:
+        return Gauge(name, documentation)
+    except ValueError:  # registered by an earlier load of this file
+        return REGISTRY._names_to_collectors[name]
+
+
+# 1 while vLLM answers but its /metrics cannot be read (a NetworkPolicy or proxy in the way, a renamed
+# metric, a vLLM upgrade): busy and hung then look alike (components/observability.py alerts on it).
+PROGRESS_BLIND = _gateway_gauge(
+    "llm_gateway_vllm_progress_blind",
+    "1 while vLLM's /metrics cannot be read: only this process's own streams show the engine's progress",
+)
+_log = logging.getLogger("llm_gateway.vllm_progress")
+
+
+class MetricsEvidence:
+    """Whether vLLM's counters can be read, told to the operator once per change, not per request."""
+
+    def __init__(self, metrics_url: str) -> None:
+        self.metrics_url = metrics_url
+        self.blind = False
+
+    def unreadable(self, why: str) -> None:
+        PROGRESS_BLIND.set(1)
+        if not self.blind:
+            self.blind = True
+            _log.warning(
+                "vLLM's %s cannot be read (%s): busy and hung look alike. Only this gateway process's own "
+                "vLLM streams count as progress; a request quiet past its limit is given up on (Ollama "
+                "answers) even while vLLM works for other replicas. llm_gateway_vllm_progress_blind is 1.",
+                self.metrics_url,
+                why,
+            )
+
+    def readable(self) -> None:
+        PROGRESS_BLIND.set(0)
+        if self.blind:
+            self.blind = False
+            _log.warning("vLLM's %s can be read again: busy and hung are told apart.", self.metrics_url)
+
+
 class EngineWatch:
     """What this gateway process knows about one vLLM engine's progress (one per api_base)."""
 
@@ -173,6 +222,7 @@ class EngineWatch:
         self.counters: float | None = None
         self.sampled_at = 0.0
         self.queue = 0.0  # requests running + waiting in vLLM, at the last sample
+        self.evidence = MetricsEvidence(self.metrics_url)
         self.open_requests = 0
         self.quiet_requests = 0  # requests past SAMPLE_WHEN_QUIET_SECONDS without an event
         self.sampler: asyncio.Task | None = None
@@ -188,11 +238,17 @@ class EngineWatch:
         """Read vLLM's counters once; no answer in time is simply no evidence of progress."""
         try:
             response = await _clients.get().get(self.metrics_url, timeout=SAMPLE_EVERY_SECONDS * 2)
-            sums = parse_metrics(response.text) if response.status_code == 200 else None
-        except httpx.HTTPError:
-            sums = None
-        if sums is None:
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            return  # vLLM is not there at all: an outage (failover, alerts), not a blind watch
+        except httpx.HTTPError as failed:
+            self.evidence.unreadable(f"no answer ({type(failed).__name__})")
             return
+        sums = parse_metrics(response.text) if response.status_code == 200 else None
+        if sums is None or not any(f"{name}{{" in response.text for name in PROGRESS_COUNTERS):
+            why = f"HTTP {response.status_code}" if sums is None else f"none of {', '.join(PROGRESS_COUNTERS)}"
+            self.evidence.unreadable(why)
+            return
+        self.evidence.readable()
         counters = sum(sums[name] for name in PROGRESS_COUNTERS)
         if self.counters is not None and counters != self.counters:
             self.counters_moved_at = self.sampled_at
@@ -285,6 +341,56 @@ async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, o
             task.cancel()
 
 
+# Errors that say "again, shortly" get one more try on vLLM before the next tier: a 5xx at once, and
+# a 429 or 5xx after its Retry-After when that is no longer than the first-token limit (a quiet vLLM
+# is waited for that long anyway, so the retry stays inside NFR65's 5 s). One transient error then
+# neither costs the GPU tier a cooldown nor sends the request to the CPU. Not LiteLLM's retries,
+# which sleep 0.5·2^k s whatever the error (Router.async_function_with_retries, README).
+RETRIED_AT_ONCE = {500, 502, 503, 504}
+RETRIED_AFTER_RETRY_AFTER = {429, *RETRIED_AT_ONCE}
+
+
+def same_tier_retry_delay(status: int, retry_after: str | None, limits: Limits) -> float | None:
+    """Seconds to wait before the one retry on vLLM, or None: on to the next tier at once."""
+    if status not in RETRIED_AFTER_RETRY_AFTER:
+        return None  # a 400 is the client's; 401/404 are the config's: the same again fails the same
+    if retry_after is None:
+        return 0.0 if status in RETRIED_AT_ONCE else None
+    try:
+        asked = float(retry_after)
+    except ValueError:
+        return None  # an HTTP date: a server that plans in dates is not back within seconds
+    return asked if 0 <= asked <= limits.first_token else None
+
+
+async def vllm_events_retried(
+    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str
+) -> AsyncIterator[dict[str, Any]]:
+    """`vllm_events`, once more after an error answer that asks for it (`same_tier_retry_delay`).
+    Such errors come with the response head, before any event: nothing is ever sent twice."""
+    try:
+        async for event in vllm_events(api_base, api_key, payload, limits, model):
+            yield event
+        return
+    except Exception as failed:
+        delay = getattr(failed, "retry_delay", None)
+        if delay is None:
+            raise
+    await asyncio.sleep(delay)
+    async for event in vllm_events(api_base, api_key, payload, limits, model):
+        yield event
+
+
+def _parsed_event(data: str) -> dict[str, Any] | None:
+    """One SSE event's JSON object, or None for one that is not (cut, rewritten by a proxy on the way).
+    Skipping it keeps the answer; raising would end the stream with an error for one bad line."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
 async def vllm_events(
     api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str
 ) -> AsyncIterator[dict[str, Any]]:
@@ -305,7 +411,10 @@ async def vllm_events(
         entered = True
         if response.status_code != 200:
             body = await asyncio.wait_for(response.aread(), limits.stall)
-            raise _status_error(response.status_code, body.decode(errors="replace"), model, limits.provider)
+            failed = _status_error(response.status_code, body.decode(errors="replace"), model, limits.provider)
+            retry_after = response.headers.get("retry-after")
+            failed.retry_delay = same_tier_retry_delay(response.status_code, retry_after, limits)
+            raise failed
         lines = response.aiter_lines()
         own_last: float | None = None
         while True:
@@ -320,7 +429,9 @@ async def vllm_events(
                 return
             own_last = time.monotonic()
             watch.saw_event()
-            yield json.loads(data)
+            event = _parsed_event(data)
+            if event is not None:  # a malformed event is skipped; the answer goes on (Failover Bench S10)
+                yield event
     except Spilled:
         waited = time.monotonic() - sent
         raise error(litellm.APIConnectionError, f"vLLM queue budget spent ({waited:.1f} s waiting)") from None
@@ -458,14 +569,14 @@ class VllmProgressHandler(CustomLLM):
         limits = _limits(optional_params, litellm_params, timeout)
         if {**(litellm_params or {}), **optional_params}.get(PROBE_KEY):
             return ModelResponse(**await probe_engine(api_base, api_key, model, messages, limits))
-        events = vllm_events(api_base, api_key, _payload(model, messages, optional_params), limits, model)
+        events = vllm_events_retried(api_base, api_key, _payload(model, messages, optional_params), limits, model)
         return ModelResponse(**await assemble_completion(events))
 
     async def astreaming(
         self, model, messages, api_base, api_key, optional_params, litellm_params=None, timeout=None, **_
     ) -> AsyncIterator[GenericStreamingChunk]:
         limits = _limits(optional_params, litellm_params, timeout)
-        events = vllm_events(api_base, api_key, _payload(model, messages, optional_params), limits, model)
+        events = vllm_events_retried(api_base, api_key, _payload(model, messages, optional_params), limits, model)
         async for event in events:
             chunk = _stream_chunk(event)
             if chunk is not None:

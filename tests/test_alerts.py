@@ -42,6 +42,7 @@ FIRES_IN = {
     "LlmGatewayCloudServing": {3},
     "LlmGatewaySpendGuardRejecting": {3},
     "LlmGatewayGpuTierNotServing": {3},
+    "LlmGatewayVllmProgressBlind": set(),  # the vLLM stand-in serves /metrics; a refused vLLM is not blindness
 }
 CHECKED_FROM = {"LlmGatewayGpuTierNotServing": 3}
 
@@ -189,11 +190,17 @@ def test_promtool_fires_the_autoscaler_alert_for_our_hpa_only_after_its_hold(tmp
     ]
     # `for: 15m` from minute 5: pending at 19, firing at 20 and 29, resolved once ScalingActive is back.
     expected = {"4m": [], "19m": [], "20m": firing, "29m": firing, "31m": []}
+    assert_promtool_alert(tmp_path, AUTOSCALED, rule, series, expected)
+
+
+def assert_promtool_alert(tmp_path, settings, rule, series, expected) -> None:
+    """`promtool test rules`: `rule` of `settings` on `series` (1 sample a minute) gives the alerts of
+    `expected` (eval time → alerts) and no others."""
     test_file = tmp_path / "tests.yaml"
     test_file.write_text(
         yaml.safe_dump(
             {
-                "rule_files": [write_rules(tmp_path, AUTOSCALED)],
+                "rule_files": [write_rules(tmp_path, settings)],
                 "evaluation_interval": "1m",
                 "tests": [
                     {
@@ -211,3 +218,21 @@ def test_promtool_fires_the_autoscaler_alert_for_our_hpa_only_after_its_hold(tmp
     )
     result = subprocess.run([PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- vLLM's /metrics unreadable (issue 21): busy and hung look alike --------------------------------
+
+
+@needs_promtool
+def test_promtool_fires_the_progress_blind_alert_while_any_gateway_pod_is_blind(tmp_path):
+    # Pod a cannot read vLLM's /metrics from minute 5 to 20; pod b reads them all along. One blind
+    # pod is enough: its requests are the ones moved off a busy GPU.
+    series = [
+        {"series": 'llm_gateway_vllm_progress_blind{pod="litellm-a"}', "values": "0x4 1x15 0x10"},
+        {"series": 'llm_gateway_vllm_progress_blind{pod="litellm-b"}', "values": "0x31"},
+    ]
+    (rule,) = [rule for rule in alert_rules(SETTINGS) if rule["alert"] == "LlmGatewayVllmProgressBlind"]
+    firing = [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]
+    # `for: 5m` from minute 5: pending at 9, firing at 10 and 20, resolved once the pod reads them again.
+    expected = {"4m": [], "9m": [], "10m": firing, "20m": firing, "22m": []}
+    assert_promtool_alert(tmp_path, SETTINGS, rule, series, expected)

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from litellm.constants import OPENAI_CHAT_COMPLETION_PARAMS
 from litellm.proxy._types import LiteLLMRoutes
+from litellm.proxy.auth import auth_utils
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY
@@ -191,3 +193,112 @@ def test_the_fuzz_run_in_figures(drill):
     print(f"\n[fuzz] {sum(OUTCOMES.values())} malformed requests through the real proxy: {dict(OUTCOMES)}")
     assert sum(OUTCOMES.values()) >= 100
     assert not [outcome for outcome in OUTCOMES if outcome.startswith("5")]
+
+
+# --- issue 20, item 6: every client mistake is a 4xx naming the field, on every route ------------
+
+# What a traceback, a file path or a version looks like in a body (LiteLLM's own error names may stay).
+INTERNALS = ("Traceback", "site-packages", 'File "', '.py", line', "python3", "Python 3", "127.0.0.1")
+
+
+def assert_no_internals(text: str) -> None:
+    assert not [word for word in INTERNALS if word in text], text[:400]
+
+
+def no_tier_available_count(drill) -> float:
+    metrics = httpx.get(f"{drill.url}/metrics/", headers=KEYED, timeout=10).text
+    lines = [line for line in metrics.splitlines() if line.startswith("llm_gateway_failed_requests_total{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'reason="no_tier_available"' in line)
+
+
+ASSISTANT_WITH_TOOL_CALLS_5 = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "x", "tool_calls": 5},
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"api_base": "http://127.0.0.1:9/v1"}, "api_base"),
+        ({"base_url": "http://127.0.0.1:9/v1"}, "base_url"),
+        ({"user_config": {"model_list": []}}, "user_config"),
+        ({"metadata": {"langfuse_host": "http://127.0.0.1:9"}}, "metadata.langfuse_host"),
+        ({"aws_region_name": "os.environ/OPENAI_API_KEY"}, "aws_region_name"),  # LiteLLM's own refusal
+        ({"temperature": 10**400}, "temperature"),
+        ({"timeout": "x"}, "timeout"),
+        ({"messages": ASSISTANT_WITH_TOOL_CALLS_5}, "messages[1].tool_calls"),
+    ],
+    ids=["api_base", "base_url", "user_config", "metadata", "secret-reference", "huge-temperature", "timeout-x",
+         "tool_calls-5"],
+)  # fmt: skip
+def test_the_mistakes_that_were_outages_are_400s_naming_the_field(drill, change, param):
+    drill.all_up()
+    drill.reset_counts()
+    alerts_before = no_tier_available_count(drill)
+    error = assert_openai_error(post(drill, {**GOOD, **change}), 400)
+    assert error["param"] == param and param.split(".")[-1].split("[")[0] in error["message"]
+    assert drill.counts() == dict.fromkeys(drill.standins, 0)
+    assert no_tier_available_count(drill) == alerts_before  # no page for a typo
+
+
+def test_rerank_and_every_other_route_is_a_clean_404_without_internals(drill):
+    drill.reset_counts()
+    routes = ["/v1/rerank", "/rerank", "/v2/rerank", "/v1/completions", "/v1/embeddings", "/v1/responses",
+              "/v1/messages", "/v1/audio/speech", "/v1/images/generations", "/utils/token_counter", "/x"]  # fmt: skip
+    for path in routes:
+        body = {"model": "chat", "query": "a", "documents": ["b"]}
+        response = httpx.post(f"{drill.url}{path}", json=body, headers=KEYED)
+        assert assert_openai_error(response, 404)["code"] == "unknown_url"
+        assert_no_internals(response.text)
+    assert drill.counts() == dict.fromkeys(drill.standins, 0)
+
+
+# The fields LiteLLM itself interprets on a chat call (its OPENAI_CHAT_COMPLETION_PARAMS), its own list
+# of refused parameters, and the server-owned credential fields it refuses with a secret reference.
+INTERPRETED = sorted(set(OPENAI_CHAT_COMPLETION_PARAMS) - {"model", "messages"})
+REFUSED = sorted(auth_utils._BANNED_REQUEST_BODY_PARAMS)
+SERVER_OWNED = sorted(set(auth_utils._SECRET_RESOLVING_PARAMS) - set(REFUSED))
+ITEM6: Counter[str] = Counter()
+
+
+@st.composite
+def client_mistakes(draw):
+    body = dict(GOOD)
+    kind = draw(st.sampled_from(["interpreted", "interpreted", "refused", "server-owned"]))
+    if kind == "interpreted":
+        for _ in range(draw(st.integers(1, 3))):
+            body[draw(st.sampled_from(INTERPRETED))] = draw(JSON_VALUE | st.integers(-(10**400), 10**400))
+    elif kind == "refused":
+        body[draw(st.sampled_from(REFUSED))] = draw(JSON_VALUE)
+    else:
+        body[draw(st.sampled_from(SERVER_OWNED))] = "os.environ/" + draw(st.sampled_from(["OPENAI_API_KEY", "HOME"]))
+    return kind, body
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(mistake=client_mistakes())
+def test_fields_litellm_interprets_or_refuses_never_make_an_outage(drill, mistake):
+    kind, body = mistake
+    before = drill.counts()
+    invalid_before = drill.standins["vllm"].served["invalid"]
+    response = httpx.post(f"{drill.url}/v1/chat/completions", json=body, headers=KEYED, timeout=30)
+    assert response.status_code < 500, response.text  # all tiers are up: no 503, no 500
+    assert_no_internals(response.text)
+    if response.status_code >= 400:
+        error = assert_valid_answer(response, body)
+        tier_refused = drill.standins["vllm"].served["invalid"] > invalid_before
+        assert tier_refused or drill.counts() == before, (body, response.text)
+        if kind != "interpreted":
+            assert response.json()["error"]["param"] in body, response.text
+        outcome = f"{kind} {error}"
+    else:
+        outcome = f"{kind} {assert_valid_answer(response, body)}"
+    assert drill.counts()[drill.cloud.tier] == before[drill.cloud.tier]
+    ITEM6[outcome] += 1
+    event(outcome)
+
+
+def test_item6_in_figures(drill):
+    print(f"\n[client mistakes] {sum(ITEM6.values())} through the real proxy: {dict(ITEM6)}")
+    assert sum(ITEM6.values()) >= 150 and not [o for o in ITEM6 if " 5" in o]

@@ -1,6 +1,8 @@
 """The cloud tier's spend guard: settings, rendering, and the guard's own arithmetic."""
 
 import asyncio
+import time
+import tracemalloc
 
 import litellm
 import pytest
@@ -115,3 +117,66 @@ def test_local_tiers_are_never_limited():
     local = {"model_info": {"id": "vllm"}, "litellm_params": {"model": "vllm-progress/x"}}
     for _ in range(1000):
         assert check(guard, local) is None
+
+
+def test_a_window_forgets_an_amount_never_early_and_at_most_a_thousandth_late():
+    window = load_guard_module()._Window()  # a 64 s window: slots of 64 ms, times exact in binary
+    window.add(1, 64, now=0.0)
+    window.add(1, 64, now=0.0625)  # within a thousandth of the window: the same slot
+    window.add(1, 64, now=0.125)  # a slot of its own
+    assert window.total(64, now=63.9375) == 3
+    assert window.total(64, now=64.03125) == 3  # the first is 64.03 s old: still counted, 0.03 s late
+    assert window.total(64, now=64.0625) == 1
+    assert window.total(64, now=64.125) == 0
+
+
+async def cloud_calls(guard, deployment, clock, count: int, step: float, deadline: float) -> int:
+    """`count` admitted cloud calls and their answers, `step` simulated seconds apart; stops at `deadline`."""
+    kwargs = {"litellm_params": {"model_info": deployment["model_info"]}, "response_cost": 0.0001}
+    for done in range(count):
+        if time.monotonic() > deadline:
+            return done
+        await guard.async_pre_call_check(deployment, None)
+        await guard.async_log_success_event(kwargs, Response(100), None, None)
+        clock.now += step
+    return count
+
+
+def test_soak_the_windows_stay_small_unread_and_a_check_stays_cheap():
+    """Every cloud call writes three windows; one is read only when its limit is set (and, with
+    Redis, only when Redis is away). Before: with only `rpm` set, each unread window kept every
+    entry (200k calls: 31 MB), and the budget window was summed on every check (1M answers: 25 to
+    110 ms of event loop per check). Bounded: 50k calls, then 100k answers, and 60 s of wall time."""
+    module, clock = load_guard_module(), FakeClock()
+    bound = module._Window.SLOTS + 1
+    guard = module.CloudGuard(clock=clock)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        calls = asyncio.run(cloud_calls(guard, cloud_with({"rpm": 10**9}), clock, 50_000, 0.01, time.monotonic() + 30))
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    slots = [len(window.slots) for window in (guard.requests, guard.tokens, guard.spend)]
+    print(f"\nrpm only, {calls} calls, {calls * 0.01:.0f} simulated s: slots {slots}, {retained / 1e6:.3f} MB retained")
+    assert calls > 10_000 and max(slots) <= bound
+    assert retained < 1_000_000  # before: 7.6 MB at 50k calls
+
+    period = 30 * 86400
+    budget = cloud_with({"max_budget_usd": 10**6, "budget_period_seconds": period})
+    answers = asyncio.run(cloud_calls(guard, budget, clock, 100_000, period / 100_000, time.monotonic() + 30))
+
+    async def seconds_per_check(count: int) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            await guard.async_pre_call_check(budget, None)
+        return (time.perf_counter() - started) / count
+
+    per_check = asyncio.run(seconds_per_check(200))
+    print(f"30-day budget, {answers} answers: {len(guard.spend.slots)} slots, {per_check * 1e6:.1f} µs per check")
+    assert answers > 10_000 and len(guard.spend.slots) <= bound
+    assert per_check < 0.001  # before: ~2.5 ms at 100k answers on a quiet machine, 11 ms on a busy one
+
+
+def cloud_with(spend_guard: dict) -> dict:
+    return {"model_info": {"id": "openai", "spend_guard": spend_guard}, "litellm_params": {"model": "openai/x"}}

@@ -112,7 +112,7 @@ def test_the_progress_handler_takes_its_limits_from_the_deployment_and_fails_lou
     progress = _gateway_module(PROGRESS_HANDLER_FILE)
     vllm = litellm_config(settings_for())["model_list"][0]["litellm_params"]
     limits = progress._limits({}, {**vllm, "custom_llm_provider": PROGRESS_PROVIDER}, vllm["timeout"])
-    assert (limits.first_token, limits.stall, limits.total, limits.provider) == (4, 5, 600, PROGRESS_PROVIDER)
+    assert (limits.first_token, limits.stall, limits.total, limits.provider) == (4, 4, 600, PROGRESS_PROVIDER)
     without = {key: value for key, value in vllm.items() if key != "stall_timeout"}
     with pytest.raises(progress.MissingLimit, match="stall_timeout"):
         progress._limits({}, {**without, "custom_llm_provider": PROGRESS_PROVIDER}, vllm["timeout"])

@@ -167,6 +167,7 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
         "cloud_guard.py",
         "request_check.py",
         "context_check.py",
+        "served_model.py",
     }
     config = yaml.safe_load(data[CONFIG_FILE_NAME])
     handlers = config["litellm_settings"]["custom_provider_map"]
@@ -176,6 +177,7 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
         "context_check.handler",
         "honest_errors.handler",
         "cloud_guard.handler",
+        "served_model.handler",
         "prometheus",
     ]
     assert config["model_list"][0]["litellm_params"]["model"].startswith("vllm-progress/")

@@ -12,8 +12,9 @@ import litellm
 import pytest
 
 from components.names import HONEST_ERRORS_FILE
-from drill.redis_server import RedisServer
+from drill.redis_server import DRILL_REDIS_PASSWORD, RedisServer
 from drill.runner import free_port
+from drill.slow_link import SlowLink
 from tests.test_cloud_guard import Response, load_guard_module
 from tests.test_fallback import _gateway_module
 
@@ -164,6 +165,75 @@ def test_spend_counted_while_redis_was_away_is_written_when_it_returns(redis_ser
     asyncio.run(scenario())
     assert redis_server.command("GET", "{test}:cloud-guard:tokens-total") == "42"
     assert redis_server.command("GET", "{test}:cloud-guard:spend-total") == "250000"
+
+
+SPEND_TOTAL = "{test}:cloud-guard:spend-total"
+
+
+@pytest.fixture
+def slow_link(redis_server, monkeypatch):
+    """The guard reaches Redis through a relay that can hold what it sends, or refuse new connections."""
+    with SlowLink(redis_server.port) as link:
+        monkeypatch.setenv("TEST_GUARD_REDIS_URL", f"redis://:{DRILL_REDIS_PASSWORD}@127.0.0.1:{link.port}/0")
+        asyncio.run(answered(replica(), cloud(limits(redis_server)), tokens=1, cost=0.0))  # Redis knows the scripts
+        yield link
+
+
+def open_with_budget(redis_server) -> dict:
+    return cloud(limits(redis_server, when_redis_down="open", max_budget_usd=100.0, budget_period_seconds=86400))
+
+
+def test_concurrent_admits_write_the_spend_redis_missed_once(redis_server, slow_link):
+    """Each admit used to write the same backlog: $5 missed and 8 concurrent admits wrote $40."""
+    deployment, guard = open_with_budget(redis_server), replica()
+
+    async def scenario():
+        slow_link.refuse_new = True
+        await answered(guard, deployment, tokens=5, cost=5.0)  # Redis away: kept
+        slow_link.refuse_new, slow_link.delay = False, 0.05  # back, slow (within the timeout)
+        return await asyncio.gather(*[admitted(guard, deployment) for _ in range(8)])
+
+    assert all(asyncio.run(scenario()))
+    assert redis_server.command("GET", SPEND_TOTAL) == "5000000"
+
+
+def test_spend_that_fails_while_the_backlog_is_written_is_kept(redis_server, slow_link):
+    """Resetting the backlog after its write used to erase a $2 answer that failed meanwhile."""
+    deployment, guard = open_with_budget(redis_server), replica()
+
+    async def scenario():
+        slow_link.refuse_new = True
+        await answered(guard, deployment, tokens=5, cost=5.0)
+        slow_link.refuse_new, slow_link.delay = False, 0.05  # a new connection takes ~4 round trips: 0.2 s
+        flush = asyncio.create_task(admitted(guard, deployment))  # writes the $5 on the one open connection
+        await asyncio.sleep(0.1)
+        slow_link.refuse_new = True  # a blip: no new connection; a second write could not be sent
+        await answered(guard, deployment, tokens=2, cost=2.0)
+        assert await flush
+        slow_link.refuse_new, slow_link.delay = False, 0.0
+        assert await admitted(guard, deployment)
+
+    asyncio.run(scenario())
+    assert redis_server.command("GET", SPEND_TOTAL) == "7000000"
+
+
+def test_a_write_that_timed_out_yet_ran_is_counted_once(redis_server, slow_link):
+    """Redis slower than the timeout runs the write after the guard gave up on it: the guard
+    sends it again under the same batch id, and Redis does not count it twice."""
+    deployment, guard = open_with_budget(redis_server), replica()
+
+    async def scenario():
+        assert await admitted(guard, deployment)
+        slow_link.delay = 4 * TIMEOUT_SECONDS
+        await asyncio.gather(answered(guard, deployment, tokens=2, cost=2.0), admitted(guard, deployment))
+        deadline = time.monotonic() + 5
+        while redis_server.command("GET", SPEND_TOTAL) != "2000000" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # the held write reaches Redis late
+        slow_link.delay = 0.0
+        assert await admitted(guard, deployment)  # sends the batch again first
+
+    asyncio.run(scenario())
+    assert redis_server.command("GET", SPEND_TOTAL) == "2000000"
 
 
 def test_honest_errors_knows_the_guards_redis_down_tag():
