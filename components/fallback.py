@@ -65,6 +65,7 @@ from components.names import (
     VLLM_PORT,
     VLLM_SERVICE,
     service_url,
+    tier_group,
 )
 from components.ollama_model import served_model
 from components.settings import GatewaySettings, Settings
@@ -162,7 +163,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
         ),
         Tier(
             name="ollama",
-            group=f"{client_group}-ollama",
+            group=tier_group(client_group, "ollama"),
             litellm_params={
                 # The model the init container derives with a thread count (components/ollama.py).
                 "model": f"ollama_chat/{served_model(ollama.model)}",
@@ -186,7 +187,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
         return local
     cloud = Tier(
         name="openai",
-        group=f"{client_group}-openai",
+        group=tier_group(client_group, "openai"),
         litellm_params={
             "model": f"openai/{openai.model}",
             "api_base": openai.api_base,

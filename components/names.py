@@ -63,6 +63,15 @@ GATEWAY_MODULES = (
 PROGRESS_PROVIDER = "vllm-progress"
 
 
+# The chain's first group is its client-facing name; every later tier is a group of its own,
+# `<name>-<tier>`, reached only through the chain's fallbacks.
+FALLBACK_TIERS = ("ollama", "openai")
+
+
+def tier_group(chain_name: str, tier: str) -> str:
+    return f"{chain_name}-{tier}"
+
+
 def config_key(key: str) -> str:
     """The full stack-config key as `pulumi config` spells it: `llm-gateway:vllm.imageDigest`."""
     return f"{PROJECT}:{key}"

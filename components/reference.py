@@ -1,5 +1,6 @@
-"""What the settings declarations give users: the README's configuration tables, the JSON Schema
-of a stack file, and the `config:` block of Pulumi.yaml. Pure: no Pulumi import.
+"""What the settings declarations give users: the configuration reference (docs/configuration.md)
+and the timeouts table (docs/failover.md), the JSON Schema of a stack file, and the `config:` block
+of Pulumi.yaml. Pure: no Pulumi import.
 
     .venv/bin/python -m components.reference          # rewrite the three from the declarations
     .venv/bin/python -m components.reference --check  # exit 1 if any of them is out of date
@@ -25,10 +26,11 @@ from components.names import PROJECT, config_key
 from components.settings import SECRET_SETTINGS, Settings
 from components.stack_files import ROOT
 
-README = ROOT / "README.md"
+CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
+FAILOVER_PAGE = ROOT / "docs" / "failover.md"
 SCHEMA = ROOT / "schema" / "stack-config.schema.json"
 PROJECT_FILE = ROOT / "Pulumi.yaml"
-# The Timeouts section of the README shows these rows of the same table.
+# The Timeouts section of docs/failover.md shows these rows of the same table.
 TIMEOUT_KEYS = (
     "vllm.firstTokenTimeoutSeconds",
     "vllm.stallTimeoutSeconds",
@@ -55,6 +57,12 @@ def _rows() -> list[tuple[str, str, str, str]]:
     rows = [(key, _default_text(default), words, doc) for key, default, words, doc in doc_rows(Settings, Settings())]
     secret_rows = [(s.key, s.default, "a string, set with `--secret`", s.doc) for s in SECRET_SETTINGS]
     return secret_rows + rows
+
+
+def setting_keys() -> list[str]:
+    """Every stack-config key under `llm-gateway:`, secrets included (tests/test_docs.py checks
+    the docs name no other)."""
+    return [row[0] for row in _rows()]
 
 
 def _table(rows: list[tuple[str, str, str, str]]) -> str:
@@ -117,20 +125,26 @@ def project_config() -> dict[str, Any]:
     return declared
 
 
-def _replace_between(text: str, name: str, body: str) -> str:
+def replace_between(text: str, name: str, body: str) -> str:
     start, end = f"<!-- generated:{name} -->\n", f"<!-- /generated:{name} -->"
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}{body}{end}{tail}"
 
 
+def pulumi_yaml_keys() -> str:
+    """The keys Pulumi.yaml declares, as the configuration page lists them."""
+    return ", ".join(f"`{key}`" for key in project_config()) + ".\n"
+
+
 def rendered() -> dict[Any, str]:
-    readme = _replace_between(README.read_text(), "config-table", config_table())
-    readme = _replace_between(readme, "timeouts-table", timeouts_table())
+    configuration = replace_between(CONFIGURATION_PAGE.read_text(), "config-table", config_table())
+    configuration = replace_between(configuration, "pulumi-yaml-keys", pulumi_yaml_keys())
     project = yaml.safe_load(PROJECT_FILE.read_text())
     project["config"] = project_config()
     return {
-        README: readme,
+        CONFIGURATION_PAGE: configuration,
+        FAILOVER_PAGE: replace_between(FAILOVER_PAGE.read_text(), "timeouts-table", timeouts_table()),
         SCHEMA: json.dumps(stack_schema(), indent=2, ensure_ascii=False) + "\n",
         PROJECT_FILE: yaml.safe_dump(project, sort_keys=False, allow_unicode=True, width=120),
     }

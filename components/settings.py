@@ -3,10 +3,11 @@
 Pure: no Pulumi import. Every field below is one stack-config key (`vllm.gpu_count` is
 `llm-gateway:vllm.gpuCount`) with its default, its check and a one-line description. The parser,
 the JSON Schema (`schema/stack-config.schema.json`), the `config:` block of `Pulumi.yaml` and the
-README's configuration table all come from these declarations (components/declarations.py,
-scripts/generate). `parse_settings` takes the raw stack configuration exactly as Pulumi stores it
-(strings; objects as JSON text) and returns frozen dataclasses, or raises ConfigError naming the
-full key, the bad value and the fix — before the program creates any resource.
+configuration reference (docs/configuration.md) all come from these declarations
+(components/declarations.py; `.venv/bin/python -m components.reference` writes them).
+`parse_settings` takes the raw stack configuration exactly as Pulumi stores it (strings; objects
+as JSON text) and returns frozen dataclasses, or raises ConfigError naming the full key, the bad
+value and the fix — before the program creates any resource.
 
 The secret values (OpenAI key, database URL) never reach this module: the caller only says whether
 each is set, and whether it was set as a secret.
@@ -54,12 +55,14 @@ from components.declarations import (
 )
 from components.names import (
     DATABASE_URL_CONFIG,
+    FALLBACK_TIERS,
     MASTER_KEY_CONFIG,
     OPENAI_KEY_CONFIG,
     PROJECT,
     REDIS_URL_CONFIG,
     SECRET_CONFIG_KEYS,
     config_key,
+    tier_group,
 )
 from components.ollama_model import model_problem, quantity_value
 
@@ -391,7 +394,7 @@ class GatewaySettings(PinnedImage):
     def _check_aliases(self, path: str) -> None:
         """An alias must name nothing else: not the chain itself, not one of its internal groups
         (`<name>-ollama`, `<name>-openai`: a client calling those would skip tiers), not twice."""
-        taken = {self.model_name, f"{self.model_name}-ollama", f"{self.model_name}-openai"}
+        taken = {self.model_name, *(tier_group(self.model_name, tier) for tier in FALLBACK_TIERS)}
         for index, alias in enumerate(self.model_aliases):
             if alias in taken:
                 raise ConfigError(

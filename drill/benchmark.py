@@ -2,9 +2,12 @@
 
     .venv/bin/python -m drill.benchmark                 # ~5 minutes on 2 cores
     .venv/bin/python -m drill.benchmark --trials-only   # LiteLLM's settings and Redis on/off only
+    .venv/bin/python -m drill.benchmark --write         # also write the table into docs/benchmark.md
 
-Prints a Markdown table. Everything runs on 127.0.0.1: the real LiteLLM proxy on the dev stack's
-rendered config, and the stand-ins. Overhead is measured as the difference between calling the
+Prints a Markdown table; with --write it also replaces the run's table in docs/benchmark.md (between
+markers, headed by the date, the machine and the LiteLLM version), so figures there come from a run.
+Everything runs on 127.0.0.1: the real LiteLLM proxy on the dev stack's rendered config, and the
+stand-ins. Overhead is measured as the difference between calling the
 vLLM stand-in through the gateway and calling it directly, in the same run (runs are noisy).
 """
 
@@ -14,6 +17,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime
+import importlib.metadata
+import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -22,7 +29,8 @@ from typing import Any
 
 import httpx
 
-from components.stack_files import stack_settings
+from components.reference import replace_between
+from components.stack_files import ROOT, stack_settings
 from drill.client import chat
 from drill.redis_server import RedisServer
 from drill.runner import DRILL_MASTER_KEY, Drill, free_port
@@ -201,16 +209,46 @@ def trial_rows(total: int, concurrency_levels=(1, 16), trials=TRIALS) -> list[st
     return rows
 
 
+BENCHMARK_PAGE = ROOT / "docs" / "benchmark.md"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def run_header(when: datetime.datetime | None = None) -> str:
+    """What a reader needs to weigh the figures: when, on what, with which LiteLLM."""
+    when = when or datetime.datetime.now(datetime.UTC)
+    return (
+        f"Run of {when:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({_cpu_model()}), "
+        f"Python {platform.python_version()}, LiteLLM {importlib.metadata.version('litellm')}; "
+        "everything on 127.0.0.1.\n\n"
+    )
+
+
+def write_table(rows: list[str], marker: str, page: Path = BENCHMARK_PAGE) -> None:
+    """Replace the block between `<!-- generated:<marker> -->` markers with this run's table."""
+    page.write_text(replace_between(page.read_text(), marker, run_header() + "\n".join(rows) + "\n"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=320, help="requests per overhead measurement")
     parser.add_argument("--picture", type=Path, default=Path("benchmark-failover.png"), help="failover timeline PNG")
     parser.add_argument("--trials-only", action="store_true", help="only LiteLLM's settings and Redis, side by side")
+    parser.add_argument("--write", action="store_true", help=f"write the table into {BENCHMARK_PAGE.name}")
     args = parser.parse_args()
     settings = stack_settings("dev")
     rows = ["| measurement | figure |", "|---|---|"]
     if args.trials_only:
-        print("\n".join(rows + trial_rows(args.requests)))
+        rows += trial_rows(args.requests)
+        print("\n".join(rows))
+        if args.write:
+            write_table(rows, "benchmark-trials")
         return
     rows += trial_rows(args.requests)
     with Drill(settings) as progress:
@@ -222,6 +260,8 @@ def main() -> None:
             rows += overhead_rows(plain, "1 worker, plain openai/ path", total=args.requests)
             rows += long_answer_rows(progress, plain)
     print("\n".join(rows))
+    if args.write:
+        write_table(rows, "benchmark")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The local demo: the real gateway on the dev stack's rendered config, with stand-in tiers.
 
     bash scripts/demo            # installs what it needs, then runs this
-    .venv/bin/python -m drill.demo [--serve]
+    .venv/bin/python -m drill.demo [--serve] [--refresh-picture]
 
 Walks through all up → Gaming Mode (vLLM at 0 replicas) → Ollama down too → everything back, and
 prints for each step which tier answered, the latency and how many prompts reached the cloud.
@@ -19,7 +19,10 @@ from drill.client import chat
 from drill.runner import Drill
 from drill.timeline import Timeline
 
-PICTURE = ROOT / "docs" / "failover-timeline.png"
+# A run draws into an ignored directory, so trying the demo leaves the checkout clean; only
+# --refresh-picture replaces the picture the README shows.
+PICTURE = ROOT / ".demo" / "failover-timeline.png"
+DOCS_PICTURE = ROOT / "docs" / "failover-timeline.png"
 
 STEPS = (
     ("all tiers up", {}),
@@ -53,7 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the gateway locally against stand-in tiers.")
     parser.add_argument("--serve", action="store_true", help="keep the gateway running after the walkthrough")
     parser.add_argument("--picture", type=Path, default=PICTURE, help="where to draw the failover timeline (PNG)")
+    parser.add_argument(
+        "--refresh-picture",
+        action="store_true",
+        help=f"draw into {DOCS_PICTURE.relative_to(ROOT)}, the picture the README shows",
+    )
     args = parser.parse_args()
+    picture_path = DOCS_PICTURE if args.refresh_picture else args.picture
     settings = stack_settings("dev")
     print("Starting the LiteLLM proxy on the dev stack's rendered config (about 10-15 s)...")
     with Drill(settings) as drill:
@@ -70,7 +79,7 @@ def main() -> None:
                 )
                 time.sleep(settings.gateway.cooldown_seconds + 1)
         picture = timeline.draw(
-            args.picture, "Failover through the real LiteLLM proxy (dev stack config, stand-in tiers)"
+            picture_path, "Failover through the real LiteLLM proxy (dev stack config, stand-in tiers)"
         )
         print(f"\nThe failover timeline (each request: send time, latency, the tier that answered): {picture}")
         if args.serve:

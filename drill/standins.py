@@ -326,6 +326,9 @@ def vllm_validation_error(body: Any) -> str | None:
     temperature = body.get("temperature")
     if temperature is not None and (not isinstance(temperature, int | float) or temperature < 0):
         return f"temperature must be non-negative, got {temperature}."
+    top_k = body.get("top_k")  # a sampling extra only vLLM knows: the gateway passes it through
+    if top_k is not None and (not isinstance(top_k, int) or top_k < -1):
+        return f"top_k must be -1 (disable), 0 or at least 1, got {top_k}."
     return None
 
 

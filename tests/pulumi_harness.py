@@ -49,6 +49,7 @@ class Registration:
     provider: str | None = None  # "urn::id" of the provider the resource was registered with
     ignore_changes: list[str] = field(default_factory=list)  # resource options, as the engine gets them
     create_timeout: str = ""
+    parent: str = ""  # URN of the parent resource (a component, or the stack)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -102,14 +103,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.rows: list[Registration] = []
-        self.options: dict[tuple[str, str], tuple[list[str], str]] = {}  # filled by OptionsMonitor
+        self.options: dict[tuple[str, str], tuple[list[str], str, str]] = {}  # filled by OptionsMonitor
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         secret_paths: list[str] = []
         inputs = normalise(args.inputs, "", secret_paths)
         with self.lock:
-            ignore_changes, create_timeout = self.options.get((args.typ, args.name), ([], ""))
-            row = Registration(args.typ, args.name, inputs, secret_paths, args.provider, ignore_changes, create_timeout)
+            ignore_changes, create_timeout, parent = self.options.get((args.typ, args.name), ([], "", ""))
+            row = Registration(
+                args.typ, args.name, inputs, secret_paths, args.provider, ignore_changes, create_timeout, parent
+            )
             self.rows.append(row)
         state = dict(args.inputs)
         metadata = state.get("metadata")
@@ -137,6 +140,7 @@ class OptionsMonitor(MockMonitor):
             self.recording.options[(request.type, request.name)] = (
                 list(request.ignoreChanges),
                 request.customTimeouts.create,
+                request.parent,
             )
         return super().RegisterResource(request)
 

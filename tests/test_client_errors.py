@@ -88,8 +88,10 @@ def test_a_malformed_request_is_a_400_naming_the_field_and_no_tier_sees_it(drill
 def test_a_request_vllm_refuses_is_that_400_and_goes_nowhere_else(drill):
     drill.all_up()
     drill.reset_counts()
-    error = assert_openai_error(post(drill, {**GOOD, "max_tokens": 100_000}), 400)
-    assert "maximum context length" in error["message"]
+    # A sampling extra the gateway does not know and passes through (a too-long request is the
+    # gateway's own refusal now: gateway/context_check.py, before any tier).
+    error = assert_openai_error(post(drill, {**GOOD, "top_k": -5}), 400)
+    assert "top_k" in error["message"]
     assert drill.standins["vllm"].served["invalid"] == 1
     assert drill.standins["ollama"].served["client-received"] == drill.cloud.served["client-received"] == 0
 

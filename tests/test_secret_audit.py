@@ -89,3 +89,27 @@ def test_the_running_gateway_never_shows_the_keys(capsys):
     assert leaks(proxy_log) == []
     config = (drill.workdir / "config.yaml").read_text()
     assert leaks(config) == [] and "os.environ/OPENAI_API_KEY" in config
+
+
+OPERATOR_KEY_CANARY = "sk-CANARYoperator3f9a1c5e7d20b4"  # the old gateway's key, brought by the operator
+
+
+def test_an_operators_own_master_key_stays_secret_and_replaces_the_generated_one(capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    run = run_program({}, {"openaiApiKey": OPENAI_CANARY, "masterKey": OPERATOR_KEY_CANARY})
+    holders = [r for r in run.resources if OPERATOR_KEY_CANARY in json.dumps(r.inputs)]
+    assert [(r.type, r.name) for r in holders] == [(SECRET, "litellm-master-key")]
+    assert holders[0].secret_paths == ["stringData"]
+    assert not [
+        r for r in run.resources if r.type == "random:index/randomPassword:RandomPassword" and "master" in r.name
+    ]
+    assert run.outputs["masterKey"] == OPERATOR_KEY_CANARY and "masterKey" in run.secret_outputs
+    captured = capsys.readouterr()
+    assert OPERATOR_KEY_CANARY not in captured.out + captured.err + caplog.text
+
+
+def test_an_operators_master_key_in_plain_text_is_refused_without_showing_it():
+    error, registered = run_program_expecting_error({"masterKey": OPERATOR_KEY_CANARY}, {"openaiApiKey": OPENAI_CANARY})
+    assert registered == []
+    assert str(error).startswith("llm-gateway:masterKey") and "--secret" in str(error)
+    assert OPERATOR_KEY_CANARY not in str(error)

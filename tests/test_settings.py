@@ -150,3 +150,14 @@ def test_a_long_unknown_key_is_shortened_in_the_message_too():
     message = str(caught.value)
     assert message.startswith("llm-gateway:vllm.aaaa") and "unknown key" in message
     assert len(message) < 600
+
+
+@pytest.mark.parametrize("alias", ["chat", "chat-ollama", "chat-openai"])
+def test_an_alias_may_not_name_the_chain_or_one_of_its_steps(alias):
+    with pytest.raises(ConfigError, match=r"llm-gateway:gateway\.modelAliases\[1\]"):
+        parse_settings({"gateway": {"modelAliases": ["vllm-qwen", alias]}}, openai_key="secret")
+
+
+def test_an_alias_listed_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"modelAliases\[1\].*listed twice"):
+        parse_settings({"gateway": {"modelAliases": ["vllm-qwen", "vllm-qwen"]}}, openai_key="secret")

@@ -1,0 +1,157 @@
+"""The docs cannot drift silently: every setting key and repository path they name exists, every
+link between pages resolves, and the plugin lists name every plugin the ConfigMap ships.
+
+Pure and fast: reads the Markdown pages and the declarations, runs nothing else.
+"""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.names import GATEWAY_MODULES, PROJECT
+from components.reference import setting_keys
+from components.stack_files import ROOT
+from drill import demo
+from tests import created_resources
+
+PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob("*.md")])
+
+# `llm-gateway:vllm.replicas`, `--path 'llm-gateway:ingress.annotations["x"]'`, a stack file's
+# `llm-gateway:alerts:`. Not the component type tokens (`llm-gateway:index:X`) nor placeholders.
+QUALIFIED_KEY = re.compile(rf"{PROJECT}:(?!index:)([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)*)")
+# A bare key in backticks whose first part is a settings object: `vllm.replicas`, `redis.mode`.
+SETTING_OBJECTS = sorted({key.split(".")[0] for key in setting_keys() if "." in key})
+BARE_KEY = re.compile(rf"`((?:{'|'.join(SETTING_OBJECTS)})\.[A-Za-z][A-Za-z0-9.]*)`")
+# A path in this repository: starts with one of its top-level directories, or is a stack file.
+TRACKED = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+TOP_DIRECTORIES = sorted({line.split("/")[0] for line in TRACKED.splitlines() if "/" in line})
+REPO_PATH = re.compile(
+    rf"(?<![\w./-])((?:{'|'.join(re.escape(d) for d in TOP_DIRECTORIES)})/[\w.*/-]*[\w*/]|Pulumi\.\w+\.yaml)"
+)
+# Keys the docs name on purpose although no setting has them, and why.
+NOT_SETTINGS = {
+    "vllm.replicaz": "the example of a typo the parser refuses",
+    "gateway.databaseUrl": "why the database URL is a top-level secret instead",
+}
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def _known(key: str, known: set[str]) -> bool:
+    """A declared key, an object of declared keys (`gateway`), or an entry of a declared map
+    (`ingress.annotations["nginx…"]` is matched up to the bracket)."""
+    return key in known or key in NOT_SETTINGS or any(k.startswith(key + ".") for k in known)
+
+
+def _mentioned_keys(text: str) -> set[str]:
+    return set(QUALIFIED_KEY.findall(text)) | set(BARE_KEY.findall(text))
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped except '-' and '_', spaces to '-'."""
+    text = re.sub(r"[`*_]{1,2}(?=\S)|(?<=\S)[`*_]{1,2}", "", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_anchor(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+
+
+def _resolves(page: Path, target: str) -> bool:
+    if re.match(r"[a-z]+:", target):
+        return True  # https:, mailto: — outside the repository
+    file_part, _, anchor = target.partition("#")
+    linked = (page.parent / file_part).resolve() if file_part else page
+    if not linked.exists():
+        return False
+    return not anchor or linked.suffix != ".md" or anchor in _anchors(linked)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_setting_key_the_docs_name_is_declared(page):
+    known = set(setting_keys())
+    unknown = sorted(key for key in _mentioned_keys(page.read_text()) if not _known(key, known))
+    assert not unknown, f"{_page_id(page)} names settings components/settings.py does not declare: {unknown}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_repository_path_the_docs_name_exists(page):
+    text = page.read_text()
+    missing = sorted(
+        path for path in set(REPO_PATH.findall(text)) if "<" not in path and not list(ROOT.glob(path.rstrip("/")))
+    )
+    assert not missing, f"{_page_id(page)} names paths this checkout does not have: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_every_link_between_pages_resolves(page):
+    broken = [target for target in LINK.findall(page.read_text()) if not _resolves(page, target)]
+    assert not broken, f"{_page_id(page)} has links that do not resolve: {broken}"
+
+
+def _layout() -> str:
+    """The fenced block under the heading "Layout" (docs/layout.md)."""
+    for page in PAGES:
+        found = re.search(r"^#+ Layout\n.*?```\n(.*?)```", page.read_text(), flags=re.S | re.M)
+        if found:
+            return found.group(1)
+    raise AssertionError("no page has a Layout section")
+
+
+def test_the_layout_names_every_module_of_the_program_and_the_gateway():
+    """The layout is hand-written; a module added without a line there fails here (it once left
+    out request_check.py and spoke of "three components" when there were six)."""
+    layout = _layout()
+    modules = [*(ROOT / "components").glob("*.py"), *(ROOT / "gateway").glob("*.py")]
+    missing = sorted(str(m.relative_to(ROOT)) for m in modules if m.stem != "__init__" and m.name not in layout)
+    assert not missing, f"the layout does not name: {missing}"
+    shipped = {module.name for module in GATEWAY_MODULES}
+    assert shipped <= set(re.findall(r"\w+\.py", layout)), "the layout leaves out a plugin the ConfigMap ships"
+
+
+def test_the_table_of_what_pulumi_up_creates_is_the_programs_own():
+    """docs/deploying.md's table comes from the mock run; a resource added without regenerating fails."""
+    assert created_resources.PAGE.read_text() == created_resources.rendered(), (
+        "docs/deploying.md is out of date: run .venv/bin/python -m tests.created_resources"
+    )
+
+
+def test_the_demo_draws_its_picture_where_git_ignores_it():
+    """`bash scripts/demo` must leave the checkout clean: its picture goes to an ignored path."""
+    relative = demo.PICTURE.relative_to(ROOT)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(relative)], cwd=ROOT)
+    assert ignored.returncode == 0, f"{relative} is not git-ignored: the demo would dirty the checkout"
+    assert demo.DOCS_PICTURE.exists()  # the README's picture, refreshed only with --refresh-picture
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("`pulumi config set --path llm-gateway:vllm.replicaz 2`", {"vllm.replicaz"}),
+        ("set `ollama.modle`", {"ollama.modle"}),
+        ("`llm-gateway:index:VllmBackend`, `vllm_progress.py`", set()),
+    ],
+)
+def test_the_key_finder_sees_keys_in_both_spellings(text, expected):
+    assert _mentioned_keys(text) == expected
+
+
+def test_the_benchmark_writes_its_own_table_with_date_and_machine(tmp_path):
+    """`drill.benchmark --write` replaces its block in docs/benchmark.md: figures never copied by hand."""
+    from drill import benchmark
+
+    page = tmp_path / "benchmark.md"
+    page.write_text(benchmark.BENCHMARK_PAGE.read_text())
+    rows = ["| measurement | figure |", "|---|---|", "| failover, refused vLLM | first 0.045 s |"]
+    benchmark.write_table(rows, "benchmark", page)
+    block = page.read_text().split("<!-- generated:benchmark -->\n")[1].split("<!-- /generated:benchmark -->")[0]
+    assert block.startswith("Run of ") and f"{os.cpu_count()} cores" in block and "LiteLLM 1." in block
+    assert block.endswith("| failover, refused vLLM | first 0.045 s |\n")
+    assert "<!-- generated:benchmark-trials -->" in page.read_text()  # the trials' block is left alone
