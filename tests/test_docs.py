@@ -14,7 +14,7 @@ import pytest
 from components.names import GATEWAY_MODULES, PROJECT
 from components.reference import setting_keys
 from components.stack_files import ROOT
-from drill import demo
+from drill import benchmark, demo
 from tests import created_resources
 
 PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob("*.md")])
@@ -145,8 +145,6 @@ def test_the_key_finder_sees_keys_in_both_spellings(text, expected):
 
 def test_the_benchmark_writes_its_own_table_with_date_and_machine(tmp_path):
     """`drill.benchmark --write` replaces its block in docs/benchmark.md: figures never copied by hand."""
-    from drill import benchmark
-
     page = tmp_path / "benchmark.md"
     page.write_text(benchmark.BENCHMARK_PAGE.read_text())
     rows = ["| measurement | figure |", "|---|---|", "| failover, refused vLLM | first 0.045 s |"]
