@@ -70,7 +70,12 @@ gateway = LiteLLMGateway(
     opts=on_cluster,
 )
 if settings.ingress.enabled:
-    edge = IngressArgs(settings.ingress, placement, longest_answer_seconds(failover_chain(settings)))
+    edge = IngressArgs(
+        settings.ingress,
+        placement,
+        longest_answer_seconds(failover_chain(settings)),
+        settings.gateway.max_request_bytes,
+    )
     GatewayIngress("ingress", edge, opts=on_cluster)
 if settings.alerts.enabled or settings.alerts.dashboard:
     monitoring = MonitoringArgs(settings.alerts, prometheus_rule_spec(settings), dashboard(settings), placement)

@@ -53,6 +53,7 @@ from components.names import (
     GATEWAY_SERVICE,
     HONEST_ERRORS_FILE,
     MASTER_KEY_ENV,
+    MAX_REQUEST_BYTES_ENV,
     OLLAMA_PORT,
     OLLAMA_SERVICE,
     OPENAI_KEY_ENV,
@@ -221,6 +222,8 @@ def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> di
         "LITELLM_LOG": "ERROR",
         # The bundled model cost map, instead of fetching it at every start.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        # The front door (gateway/request_check.py) answers a larger body 413 before reading it.
+        MAX_REQUEST_BYTES_ENV: str(gateway.max_request_bytes),
         # Without a key only the health probes answer, unless the operator turns these on
         # (litellm/proxy/utils.py reads NO_DOCS, NO_REDOC, NO_OPENAPI; admin_ui_utils.py DISABLE_ADMIN_UI).
         **({} if gateway.api_docs else {"NO_DOCS": off, "NO_REDOC": off, "NO_OPENAPI": off}),

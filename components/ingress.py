@@ -23,6 +23,15 @@ EDGE_MARGIN_SECONDS = 30
 # the longest silence between two reads from the gateway, which for a non-streaming answer is the
 # whole answer (docs/user-guide/nginx-configuration/annotations.md, "Custom timeouts").
 NGINX_TIMEOUTS = ("nginx.ingress.kubernetes.io/proxy-read-timeout", "nginx.ingress.kubernetes.io/proxy-send-timeout")
+# ingress-nginx's `client_max_body_size` for this Ingress: a larger body is answered 413 at the edge,
+# the gateway's limit (`gateway.maxRequestBytes`) in plain bytes, which the annotation's size format
+# takes (internal/ingress/annotations/parser/validators.go SizeRegex `\d+[bkmg]?`). Its default is 1m.
+NGINX_BODY_SIZE = "nginx.ingress.kubernetes.io/proxy-body-size"
+# No Traefik counterpart: its only body limit, the Buffering middleware (`maxRequestBodyBytes`),
+# holds the whole *response* back too (vulcand/oxy v2.2.0 buffer/buffer.go), so a streaming client
+# would get its answer only when it is complete; `disableResponseBuffer` cannot be set from a CRD
+# (traefik v3.7 pkg/config/dynamic/middlewares.go: "only configurable via code"). Behind Traefik the
+# gateway's own limit answers 413, before it reads the body.
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class IngressArgs:
     ingress: IngressSettings
     placement: kube.Placement
     longest_answer_seconds: int  # components/fallback.py longest_answer_seconds(chain)
+    max_request_bytes: int  # gateway.maxRequestBytes
 
 
 class GatewayIngress(pulumi.ComponentResource):
@@ -44,7 +54,8 @@ class GatewayIngress(pulumi.ComponentResource):
         edge_seconds = args.longest_answer_seconds + EDGE_MARGIN_SECONDS
         if ingress.kind == "Ingress":
             # The operator's annotations come last: any of ours can be overridden.
-            metadata["annotations"] = {**ingress_annotations(edge_seconds), **ingress.annotations}
+            ours = ingress_annotations(edge_seconds, args.max_request_bytes)
+            metadata["annotations"] = {**ours, **ingress.annotations}
             k8s.networking.v1.Ingress(f"{name}-ingress", metadata=metadata, spec=ingress_spec(ingress), opts=child)
         else:
             if ingress.annotations:
@@ -69,10 +80,11 @@ class GatewayIngress(pulumi.ComponentResource):
         self.register_outputs({"url": self.url})
 
 
-def ingress_annotations(edge_seconds: int) -> dict[str, str]:
+def ingress_annotations(edge_seconds: int, max_request_bytes: int) -> dict[str, str]:
     """What every Ingress of ours carries before the operator's annotations."""
     return {
         **{timeout: str(edge_seconds) for timeout in NGINX_TIMEOUTS},
+        NGINX_BODY_SIZE: str(max_request_bytes),
         # Pulumi's Ingress await wants `.status.loadBalancer.ingress` (pulumi-kubernetes
         # await/ingress.go), which controllers without a published Service (NodePort, hostNetwork,
         # k3s' Traefik by default) never write: `pulumi up` would fail after 10 minutes although

@@ -27,6 +27,8 @@ OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 DATABASE_URL_ENV = "DATABASE_URL"
 REDIS_URL_ENV = "REDIS_URL"
+# The largest request body the gateway reads (gateway/request_check.py reads it; a plain value).
+MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
 
 # One Secret per value: `<gateway>-<suffix>`, holding the value under its env var's name.
 MASTER_KEY_SECRET = "master-key"

@@ -1,8 +1,9 @@
 """What the settings declarations give users: the configuration reference (docs/configuration.md)
 and the timeouts table (docs/failover.md), the JSON Schema of a stack file, and the `config:` block
-of Pulumi.yaml. Pure: no Pulumi import.
+of Pulumi.yaml; and from the alert rules, the alert table (docs/monitoring.md). Pure: no Pulumi
+import.
 
-    .venv/bin/python -m components.reference          # rewrite the three from the declarations
+    .venv/bin/python -m components.reference          # rewrite them from the declarations and rules
     .venv/bin/python -m components.reference --check  # exit 1 if any of them is out of date
 
 tests/test_reference.py runs the check, so a setting changed in components/settings.py without
@@ -23,11 +24,13 @@ import yaml
 
 from components.declarations import Flag, declared_fields, doc_rows, object_schema, plain
 from components.names import PROJECT, config_key
+from components.observability import alert_rules
 from components.settings import SECRET_SETTINGS, Settings
 from components.stack_files import ROOT
 
 CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
 FAILOVER_PAGE = ROOT / "docs" / "failover.md"
+MONITORING_PAGE = ROOT / "docs" / "monitoring.md"
 SCHEMA = ROOT / "schema" / "stack-config.schema.json"
 PROJECT_FILE = ROOT / "Pulumi.yaml"
 # The Timeouts section of docs/failover.md shows these rows of the same table.
@@ -78,6 +81,26 @@ def config_table() -> str:
 def timeouts_table() -> str:
     by_key = {row[0]: row for row in _rows()}
     return _table([by_key[key] for key in TIMEOUT_KEYS])
+
+
+def _every_alert_on() -> Settings:
+    """The defaults with the autoscaler on: the only alert the defaults leave out is the autoscaler's."""
+    defaults = Settings()
+    autoscaling = dataclasses.replace(defaults.gateway.autoscaling, enabled=True)
+    return dataclasses.replace(defaults, gateway=dataclasses.replace(defaults.gateway, autoscaling=autoscaling))
+
+
+def alerts_table() -> str:
+    """Every rule the PrometheusRule can hold, as rendered with the defaults: a rule added to
+    components/observability.py appears here, so the page cannot leave one out."""
+    lines = ["| alert | severity, held for | fires when | what to check |", "|---|---|---|---|"]
+    for rule in alert_rules(_every_alert_on()):
+        held = f", {rule['for']}" if "for" in rule else ""
+        notes = rule["annotations"]
+        lines.append(
+            f"| `{rule['alert']}` | {rule['labels']['severity']}{held} | {notes['summary']} | {notes['description']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def stack_schema() -> dict[str, Any]:
@@ -145,6 +168,7 @@ def rendered() -> dict[Any, str]:
     return {
         CONFIGURATION_PAGE: configuration,
         FAILOVER_PAGE: replace_between(FAILOVER_PAGE.read_text(), "timeouts-table", timeouts_table()),
+        MONITORING_PAGE: replace_between(MONITORING_PAGE.read_text(), "alerts-table", alerts_table()),
         SCHEMA: json.dumps(stack_schema(), indent=2, ensure_ascii=False) + "\n",
         PROJECT_FILE: yaml.safe_dump(project, sort_keys=False, allow_unicode=True, width=120),
     }

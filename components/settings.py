@@ -81,6 +81,12 @@ BUDGET_PERIODS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SECONDS = Whole(5, 3600)
 CONTEXT_TOKENS = Whole(1024, 131072)
 LIMIT_SECONDS = Whole(1, 600)
+KIBIBYTE = 1024
+MEBIBYTE = 1024 * KIBIBYTE
+# A prompt's bytes per token in the request body, at most, for text the context check accepts: a
+# token is about 4 bytes of English, and a CJK character or an emoji JSON-escaped (`\uXXXX`, what
+# Python's json sends by default) is 6-12 bytes for 1-2 tokens.
+PROMPT_BYTES_PER_TOKEN = 16
 
 # ---------------------------------------------------------------------------------------------
 # The settings
@@ -324,6 +330,13 @@ class GatewaySettings(PinnedImage):
         "The chain's context length, given to every local tier (vLLM's `--max-model-len`, Ollama's `num_ctx`); "
         "the gateway refuses a longer prompt with a 400 naming it.",
     )
+    max_request_bytes: int = setting(
+        4 * MEBIBYTE,
+        Whole(64 * KIBIBYTE, 64 * MEBIBYTE),
+        "The largest request body (bytes) the gateway and an ingress-nginx Ingress take; a larger one gets 413 "
+        "before any work. 4 MiB holds a prompt filling the largest `contextTokens` (131072) at 32 bytes a token "
+        "(English text is about 4, JSON-escaped CJK or emoji 6-12); at least 16 bytes x `contextTokens`.",
+    )
     num_retries: int = setting(
         0, Whole(0, 5), "Retries within a tier. 0: the next tier *is* the retry (LiteLLM sleeps between retries)."
     )
@@ -380,6 +393,7 @@ class GatewaySettings(PinnedImage):
                 dict(self.service_monitor_labels),
                 "they label the ServiceMonitor: set gateway.serviceMonitor true, or remove them",
             )
+        self._check_body_limit(path)
         # A failed probe cools vLLM down until the next probe can fail again; a shorter cooldown opens
         # a window in which requests are sent to a hung vLLM and wait for its whole timeout.
         cycle = self.health_check_interval_seconds + self.probe_timeout_seconds
@@ -389,6 +403,18 @@ class GatewaySettings(PinnedImage):
                 self.cooldown_seconds,
                 f"must be at least healthCheckIntervalSeconds + probe timeout + 1 = {cycle + 1}, "
                 "so a hung vLLM stays skipped between two probes",
+            )
+
+    def _check_body_limit(self, path: str) -> None:
+        """A prompt that fits the context must fit the body limit too: else a request the context
+        check would take is refused for its size, with a 413 that names no token count."""
+        least = self.context_tokens * PROMPT_BYTES_PER_TOKEN
+        if self.max_request_bytes < least:
+            raise ConfigError(
+                f"{path}.maxRequestBytes",
+                self.max_request_bytes,
+                f"a prompt filling gateway.contextTokens={self.context_tokens} can take {least} bytes "
+                f"({PROMPT_BYTES_PER_TOKEN} a token): set it to at least {least}, or lower gateway.contextTokens",
             )
 
     def _check_aliases(self, path: str) -> None:

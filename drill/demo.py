@@ -3,8 +3,9 @@
     bash scripts/demo            # installs what it needs, then runs this
     .venv/bin/python -m drill.demo [--serve] [--refresh-picture]
 
-Walks through all up → Gaming Mode (vLLM at 0 replicas) → Ollama down too → everything back, and
-prints for each step which tier answered, the latency and how many prompts reached the cloud.
+Walks through all up → Gaming Mode (vLLM at 0 replicas) → Ollama down too → vLLM hung (the first
+request waits out the progress limit, then Ollama answers) → everything back, and prints for each
+step which tier answered, the latency and how many prompts reached the cloud.
 With --serve the gateway stays up afterwards for your own requests, until Ctrl-C.
 """
 

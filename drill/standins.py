@@ -448,6 +448,9 @@ class OllamaStandIn(StandIn):
         self.cold_load = cold_load
         self.loaded = cold_load == 0
         self.truncations: list[dict[str, int]] = []  # what Ollama logs as `truncating input prompt`
+        # The tokenizer loads once, here: on the first request it would delay that request by seconds
+        # (tiktoken building its ranks), which a test would take for a slow failover.
+        tokenizer.chat_tokens([])
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)

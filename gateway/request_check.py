@@ -26,7 +26,16 @@ auth, body parsing and routing:
 - a JSON body that is not an object (`null`, `[1, 2]`) → 400 (LiteLLM crashes on it into a bare
   500); the parsed body is handed to LiteLLM (`scope["parsed_body"]`) so it is parsed once;
 - the model list (`/v1/models`, `/v1/models/{id}`) answers the client names only, once LiteLLM
-  accepted the key.
+  accepted the key;
+- a body larger than `gateway.maxRequestBytes` → 413, before anything else: a declared
+  Content-Length at once, without reading; a chunked body as soon as what arrived passes the limit.
+  Bodies are buffered in linear time (a list of chunks joined once), and only up to the limit.
+  LiteLLM's own limit (`general_settings.max_request_size_mb`, proxy/middleware/
+  request_size_limit_middleware.py) applies only to its enterprise licence (`premium_user`).
+
+A user message's content part of a type LiteLLM does not take (`utils.validate_chat_completion_user_messages`
+raises a bare Exception) is a 400 naming it: left to LiteLLM, each tier's call fails the same way
+before it is sent, and the client was told 503 "no tier available" after the whole chain was walked.
 """
 
 import json
@@ -43,6 +52,11 @@ import orjson
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import SpecialHeaders
+
+try:
+    from litellm.types.llms.openai import ValidUserMessageContentTypes as USER_CONTENT_TYPES
+except ImportError:  # a later LiteLLM: its own check still fails the request, as a 503
+    USER_CONTENT_TYPES = None
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MOST_MESSAGES = 10_000
@@ -90,11 +104,15 @@ def _content(message: dict) -> str | None:
         return None if message.get("role") == "assistant" else "expected a string or a list of content parts"
     if isinstance(content, str):
         return None
-    if isinstance(content, list) and all(
+    if not isinstance(content, list) or not all(
         isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
     ):
-        return None
-    return "expected a string or a list of content parts (objects with a `type`)"
+        return "expected a string or a list of content parts (objects with a `type`)"
+    if message.get("role") == "user" and USER_CONTENT_TYPES is not None:
+        unknown = next((part["type"] for part in content if part["type"] not in USER_CONTENT_TYPES), None)
+        if unknown is not None:
+            return f"content part type `{unknown[:40]}` is not one of: {', '.join(USER_CONTENT_TYPES)}"
+    return None
 
 
 def _tool_calls(value) -> tuple[str, str] | None:
@@ -261,6 +279,9 @@ CLIENT_FACING = "client_facing"
 LLM_ROUTE_WORDS = ("completions", "embeddings", "rerank", "responses", "messages", "realtime", "generateContent")
 STARTED = int(time.time())
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+# components/names.py MAX_REQUEST_BYTES_ENV: the pod's limit on a request body (gateway.maxRequestBytes).
+MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
+BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 NOT_AN_OBJECT = "Invalid JSON payload: the request body must be a JSON object."
 
 
@@ -273,6 +294,25 @@ class Refusal:
     param: str | None = None
     code: str | None = None
     error_type: str = "invalid_request_error"
+
+
+def max_request_bytes() -> int | None:
+    """The pod's body limit; None (no limit) outside a pod that sets it."""
+    value = os.environ.get(MAX_REQUEST_BYTES_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def too_large(limit: int) -> Refusal:
+    message = f"Request body too large: this gateway takes at most {limit} bytes. Send a shorter request."
+    return Refusal(413, message, code="request_too_large")
+
+
+def declared_length(scope) -> int | None:
+    """The Content-Length the client declared (uvicorn refuses a malformed one itself)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def _switched_off(name: str) -> bool:
@@ -441,24 +481,44 @@ def _serialized(data: dict) -> bytes:
         return json.dumps(data).encode()
 
 
-async def _whole_body(receive) -> tuple[list[dict], bytes]:
-    messages, body = [], b""
+class BodyTooLarge(Exception):
+    """More of the body arrived than the limit allows: reading stopped there."""
+
+
+async def _whole_body(receive, limit: int | None) -> bytes | None:
+    """The body, or None if the client left before sending all of it. Chunks are joined once at the
+    end, in linear time (`body += chunk` copies the whole body at every chunk, and 48 MB arrives in
+    hundreds of chunks). Past `limit`, reading stops: BodyTooLarge."""
+    body = b""
     while True:
         message = await receive()
-        messages.append(message)
+        if message["type"] != "http.request":
+            return None
         body += message.get("body", b"")
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return messages, body
+        if not message.get("more_body"):
+            return body
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that hands the buffered body over as one message, then what the client sends
+    (LiteLLM listens for the disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive_again():
+        return pending.pop() if pending else await receive()
+
+    return receive_again
 
 
 class FrontDoor:
     """ASGI, in front of everything LiteLLM does: no key → 401; not on the allowlist → 404; a chat
     request for a name clients may not call, or with a routing or connection field → 404 / 400; an
-    alias → the chain's own name; the model list → the client names only."""
+    alias → the chain's own name; the model list → the client names only; a body over the limit → 413."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, limit: int | None = None) -> None:
         self.inner = inner
         self.names = _ClientNames()
+        self.limit = limit if limit is not None else max_request_bytes()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":  # LiteLLM's realtime routes: no chat client needs them
@@ -484,10 +544,23 @@ class FrontDoor:
             return await self._chat(scope, receive, send)
         if method == "GET" and (path in MODEL_LIST_PATHS or path.startswith(ONE_MODEL_PREFIXES)):
             return await self._models(scope, receive, send, path)
+        if method in BODY_METHODS and self.limit is not None:  # the admin UI's routes, when on
+            try:
+                body = await _whole_body(receive, self.limit)
+            except BodyTooLarge:
+                return await _answer(send, too_large(self.limit))
+            if body is None:
+                return None  # the client left: nobody to answer
+            receive = _replay(body, receive)
         return await self.inner(scope, receive, send)
 
     async def _chat(self, scope, receive, send) -> None:
-        messages, body = await _whole_body(receive)
+        try:
+            body = await _whole_body(receive, self.limit)
+        except BodyTooLarge:
+            return await _answer(send, too_large(self.limit))
+        if body is None:
+            return None  # the client left: nobody to answer
         data, parsed = _parsed(body) if body.strip() else ({}, False)
         if data is not None and not isinstance(data, dict):
             return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
@@ -498,15 +571,10 @@ class FrontDoor:
                 return await _answer(send, refusal)
             if names[data["model"]] != data["model"]:  # an alias: the chain behind it sees its own name
                 data["model"] = names[data["model"]]
-                messages = [{"type": "http.request", "body": _serialized(data), "more_body": False}]
+                body = _serialized(data)
             if parsed:  # LiteLLM reads this instead of parsing the body again (read_request_body)
                 scope["parsed_body"] = (tuple(data), data)
-        replay = iter(messages)
-
-        async def receive_again():
-            return next(replay, None) or await receive()
-
-        return await self.inner(scope, receive_again, send)
+        return await self.inner(scope, _replay(body, receive), send)
 
     async def _models(self, scope, receive, send, path: str) -> None:
         """LiteLLM checks the key (asked as GET /v1/models); its 200 is replaced by the client names."""

@@ -345,7 +345,7 @@ async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, o
 # a 429 or 5xx after its Retry-After when that is no longer than the first-token limit (a quiet vLLM
 # is waited for that long anyway, so the retry stays inside NFR65's 5 s). One transient error then
 # neither costs the GPU tier a cooldown nor sends the request to the CPU. Not LiteLLM's retries,
-# which sleep 0.5·2^k s whatever the error (Router.async_function_with_retries, README).
+# which sleep 0.5 * 2^k s whatever the error (Router.async_function_with_retries, README).
 RETRIED_AT_ONCE = {500, 502, 503, 504}
 RETRIED_AFTER_RETRY_AFTER = {429, *RETRIED_AT_ONCE}
 
