@@ -134,6 +134,31 @@ def gateway_url(settings: Settings) -> str:
     return service_url(GATEWAY_SERVICE, settings.namespace, settings.cluster_domain, GATEWAY_PORT)
 
 
+# vLLM 0.11's `--max-num-seqs` default for its OpenAI server: 256, or 1024 on a GPU of 70 GiB or
+# more that is not an A100 (vllm/engine/arg_utils.py, EngineArgs default batch sizes). The larger:
+# the gateway cannot tell the GPU, and a pool smaller than the batch idles the GPU.
+VLLM_DEFAULT_MAX_NUM_SEQS = 1024
+
+
+def vllm_max_num_seqs(extra_args: tuple[str, ...]) -> int:
+    """The sequences vLLM runs at once: `--max-num-seqs N` (or `=N`, or underscores) in its extraArgs."""
+    for index, argument in enumerate(extra_args):
+        name, _, value = argument.partition("=")
+        if name.replace("_", "-") != "--max-num-seqs":
+            continue
+        if not value and index + 1 < len(extra_args):
+            value = extra_args[index + 1]
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return VLLM_DEFAULT_MAX_NUM_SEQS
+
+
+def vllm_connections(extra_args: tuple[str, ...]) -> int:
+    """Each gateway process's connection pool to vLLM: its whole batch, and as many again waiting in
+    vLLM's own queue, where its counters and the probe see them (not hidden in the gateway's pool)."""
+    return 2 * vllm_max_num_seqs(extra_args)
+
+
 def failover_chain(settings: Settings) -> tuple[Tier, ...]:
     """vLLM, then Ollama, then (if enabled) OpenAI. The cloud is last by construction."""
     client_group = settings.gateway.model_name
@@ -151,6 +176,7 @@ def failover_chain(settings: Settings) -> tuple[Tier, ...]:
                 "first_token_timeout": vllm.first_token_timeout_seconds,
                 "stall_timeout": vllm.stall_timeout_seconds,
                 "max_queue_seconds": vllm.max_queue_seconds,
+                "max_connections": vllm_connections(vllm.extra_args),
                 "max_retries": 0,
             },
             api="openai",
@@ -369,6 +395,10 @@ def _general_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, 
         "health_check_interval": settings.gateway.health_check_interval_seconds,
         "enable_health_check_routing": True,
         "background_health_check_model_groups": [tier.group for tier in chain if tier.probed],
+        # A client that leaves cancels its upstream call (common_request_processing.py
+        # _await_llm_call_cancelling_on_disconnect): its vLLM request stops generating or leaves the
+        # queue instead of running to the end for no one. Streams are closed on disconnect anyway.
+        "cancel_on_disconnect": True,
     }
     if settings.database:
         # Admin UI, virtual keys, spend logs. The URL only ever comes from the Secret.

@@ -121,6 +121,10 @@ class StandIn:
         self.prompt_tokens = 0
         self.context_tokens: int | None = None  # the served model's context; None: the server's default
         self.last_token_at: float | None = None  # time.monotonic() of the last answer token sent
+        self.peak_running = 0  # most requests generating at once since the last reset_counts
+        # (time.monotonic(), "queued" or "generating") of each request its client (the gateway)
+        # abandoned: like vLLM, the stand-in aborts a request whose connection closed.
+        self.abandoned: list[tuple[float, str]] = []
 
     # ---- control (called from the test thread) ----
     def start(self) -> StandIn:
@@ -171,6 +175,8 @@ class StandIn:
         self.served.clear()
         self.received_at.clear()
         self.last_token_at = None
+        self.peak_running = 0
+        self.abandoned.clear()
 
     @property
     def client_requests(self) -> int:
@@ -188,7 +194,9 @@ class StandIn:
     async def _open_port(self) -> None:
         app = web.Application()
         self.routes(app)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        # handler_cancellation: a closed client connection cancels its handler, as vLLM aborts the
+        # request of a client that left (queued or generating).
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True).start()
 
@@ -208,24 +216,32 @@ class StandIn:
 
     @contextlib.asynccontextmanager
     async def _engine_slot(self):
-        """A place in the running batch: queued (no events) until a slot frees, as vLLM does."""
-        self.waiting += 1
+        """A place in the running batch: queued (no events) until a slot frees, as vLLM does. A request
+        whose client left (handler cancelled, or a write to a closed connection) is recorded."""
+        state = "queued"
         try:
-            if self.mode.name == "freeze":
-                await self._hang()
-            slots = self._slots
-            if slots is not None:
-                await slots.acquire()
-        finally:
-            self.waiting -= 1
-        self.running += 1
-        self.prompt_tokens += 5
-        try:
-            yield
-        finally:
-            self.running -= 1
-            if slots is not None:
-                slots.release()
+            self.waiting += 1
+            try:
+                if self.mode.name == "freeze":
+                    await self._hang()
+                slots = self._slots
+                if slots is not None:
+                    await slots.acquire()
+            finally:
+                self.waiting -= 1
+            state = "generating"
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+            self.prompt_tokens += 5
+            try:
+                yield
+            finally:
+                self.running -= 1
+                if slots is not None:
+                    slots.release()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.abandoned.append((time.monotonic(), state))
+            raise
 
     async def _release_hung(self) -> None:
         self._release.set()
@@ -332,6 +348,17 @@ def vllm_validation_error(body: Any) -> str | None:
     return None
 
 
+def sample_word(word: str, choice: int, samples: int) -> str:
+    """The word of choice `choice` (one answer: the word itself; several: `c<choice><word>`)."""
+    return word if samples == 1 or word.startswith("[") else f"c{choice}{word}"
+
+
+def token_logprob(token: str, position: int) -> dict[str, Any]:
+    """vLLM's per-token logprob entry (OpenAI's ChatCompletionTokenLogprob shape)."""
+    logprob = -0.01 * (position + 1)
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
+
+
 class OpenAIStandIn(StandIn):
     """POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health. Answers carry
     `snapshot` if given (the cloud), else the served model name (vLLM's `--served-model-name`)."""
@@ -379,53 +406,68 @@ class OpenAIStandIn(StandIn):
         created = int(time.time())
         ident = f"chatcmpl-{self.tier}-{self.served[kind + '-received']}"
         words = self.words()
-        usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+        samples = int(body.get("n") or 1)  # `n`: that many choices, each its own sample (c<i>w<k> words)
+        with_logprobs = bool(body.get("logprobs"))
+        produced = samples * len(words)
+        usage = {"prompt_tokens": 5, "completion_tokens": produced, "total_tokens": 5 + produced}
         if not body.get("stream"):
             async with self._engine_slot():
                 await self._pace_whole_answer(words)
             self.served[kind] += 1
+            choices = []
+            for index in range(samples):
+                sample = [sample_word(word, index, samples) for word in words]
+                choice = {
+                    "index": index,
+                    "message": {"role": "assistant", "content": " ".join(sample)},
+                    "finish_reason": "stop",
+                }
+                if with_logprobs:
+                    choice["logprobs"] = {"content": [token_logprob(word, k) for k, word in enumerate(sample)]}
+                choices.append(choice)
             return web.json_response(
                 {
                     "id": ident,
                     "object": "chat.completion",
                     "created": created,
                     "model": self.answers_as,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": " ".join(words)},
-                            "finish_reason": "stop",
-                        }
-                    ],
+                    "choices": choices,
                     "usage": usage,
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
-        async def event(delta: dict[str, Any], finish: str | None = None, extra: dict | None = None) -> None:
+        async def event(
+            delta: dict[str, Any], finish: str | None = None, choice: int = 0, logprobs: dict | None = None
+        ) -> None:
+            # vLLM interleaves the choices of `n` > 1 in one stream, each event naming its `index`.
             chunk = {
                 "id": ident,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": self.answers_as,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                **(extra or {}),
+                "choices": [{"index": choice, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
             }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         async with self._engine_slot():
-            await event({"role": "assistant", "content": ""})
+            for choice in range(samples):
+                await event({"role": "assistant", "content": ""}, choice=choice)
             for index, word in enumerate(words):
                 await self._pace(index)
                 if self.garbage_before(index):
                     await response.write(f'data: {{"id": "{ident}", "choices": [{{"delta": {{"content": \n\n'.encode())
-                await event({"content": word if index == 0 else f" {word}"})
+                for choice in range(samples):
+                    token = sample_word(word, choice, samples)
+                    logprobs = {"content": [token_logprob(token, index)]} if with_logprobs else None
+                    await event({"content": token if index == 0 else f" {token}"}, choice=choice, logprobs=logprobs)
                 self.last_token_at = time.monotonic()
         # Counted before the finish is sent: a client (the gateway) may answer its own client on the
         # finish event, before the lines below are written, and a test then reads the counts.
         self.served[kind] += 1
-        await event({}, "stop")
+        for choice in range(samples):
+            await event({}, "stop", choice=choice)
         if (body.get("stream_options") or {}).get("include_usage"):
             usage_event = {"id": ident, "model": self.answers_as, "choices": [], "usage": usage}
             await response.write(f"data: {json.dumps(usage_event)}\n\n".encode())

@@ -12,7 +12,7 @@ larger window is not a reason to leave the cluster.
 The estimate is an upper bound for Qwen2/2.5 and Llama 3, whose vocabularies extend OpenAI's cl100k
 and split text the same way except digits: Qwen takes one token per digit, cl100k up to three. So
 tokens <= cl100k tokens + digits, plus the chat template's few tokens per message. Measured against
-Qwen2.5's own vocabulary (the README's "Long prompts"): 1-4 % high on English, German, French and
+Qwen2.5's own vocabulary (docs/failover.md, "Long prompts"): 1-4 % high on English, German, French and
 code, 20-34 % high on Russian, Chinese, Japanese and numbers; never low. A prompt within that margin
 of the limit may be refused although it would fit. Short prompts are not tokenised at all: a
 byte-level BPE token is at least one byte, so a prompt of fewer bytes than the limit fits. Long ones
@@ -25,7 +25,9 @@ its own 400, and Ollama is told `truncate: false` (components/fallback.py OLLAMA
 
 A client may not change the context either: `num_ctx` would reload Ollama's runner with another
 context (server/sched.go needsReload), and a raw `extra_body` would replace the deployment's, which
-carries `truncate: false` (LiteLLM's router puts the request's fields over the deployment's).
+carries `truncate: false` (LiteLLM's router puts the request's fields over the deployment's). Nor
+how long Ollama keeps the model loaded: LiteLLM forwards `keep_alive` top-level to /api/chat
+(llms/ollama/chat/transformation.py), and `keep_alive: 0` would unload the model after every answer.
 """
 
 import asyncio
@@ -46,8 +48,11 @@ PER_REQUEST = 40
 PER_TOOLS = 200
 CHAT_CALLS = ("completion", "acompletion")
 TEXT_CALLS = ("text_completion", "atext_completion")
-# Fields that would change the context a tier runs with, or undo Ollama's `truncate: false`.
-CONTEXT_FIELDS = ("num_ctx", "extra_body")
+# Fields that would change the context a tier runs with, or undo Ollama's `truncate: false`; and
+# Ollama's `keep_alive`, which decides when the runner (and its context) is unloaded.
+CONTEXT_FIELDS = ("num_ctx", "extra_body", "keep_alive")
+CONTEXT_IS_OURS = "the context length is the gateway's (contextTokens)"
+WHY_REFUSED = {"keep_alive": "how long the model stays loaded is the gateway's"}
 PIECE_CHARACTERS = 16_384  # tokenised at a time, cut at whitespace (where a token ends anyway)
 
 
@@ -91,9 +96,11 @@ def prompt_texts(data: dict) -> tuple[list[str], int]:
     prompt = data.get("prompt")
     if prompt is not None:
         texts.append(_content_text(prompt))
-    if data.get("tools"):
-        overhead += PER_TOOLS
-        texts.append(json.dumps(data["tools"]))
+    # Legacy `functions` reach Ollama as `tools` (LiteLLM converts them), rendered into the prompt alike.
+    for field in ("tools", "functions"):
+        if data.get(field):
+            overhead += PER_TOOLS
+            texts.append(json.dumps(data[field]))
     return texts, overhead
 
 
@@ -157,7 +164,7 @@ def too_long(context: int, tokens: int, counted_all: bool, room: int) -> HTTPExc
 def context_field(field: str) -> HTTPException:
     error = HTTPException(
         status_code=400,
-        detail=f"Invalid value for '{field}': the context length is the gateway's (contextTokens); remove it.",
+        detail=f"Invalid value for '{field}': {WHY_REFUSED.get(field, CONTEXT_IS_OURS)}; remove it.",
     )
     error.type = "invalid_request_error"
     error.param = field

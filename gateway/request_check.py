@@ -38,9 +38,11 @@ raises a bare Exception) is a 400 naming it: left to LiteLLM, each tier's call f
 before it is sent, and the client was told 503 "no tier available" after the whole chain was walked.
 """
 
+import functools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -266,9 +268,16 @@ try:
     )
 except ImportError:  # a later LiteLLM: its own check still refuses, gateway/honest_errors.py says 400
     _BANNED_REQUEST_BODY_PARAMS = _BANNED_METADATA_PARAMS = _NESTED_CONFIG_KEYS = _NESTED_METADATA_KEYS = ()
+# `headers` and `provider_specific_header` too: LiteLLM sends `kwargs.get("headers") or extra_headers`
+# to the provider (main.py `completion`) and merges `provider_specific_header.extra_headers` into a
+# call to the named provider (main.py `acompletion`): a client could replace the operator's
+# Authorization or pick another OpenAI project.
 CONNECTION_FIELDS = frozenset(
-    {*_BANNED_REQUEST_BODY_PARAMS, "api_key", "api_version", "organization", "extra_headers", "default_headers"}
-)
+    {
+        *_BANNED_REQUEST_BODY_PARAMS, "api_key", "api_version", "organization", "extra_headers", "default_headers",
+        "headers", "provider_specific_header",
+    }
+)  # fmt: skip
 NESTED_REFUSED = {
     **{key: frozenset(_BANNED_REQUEST_BODY_PARAMS) for key in _NESTED_CONFIG_KEYS},
     **{key: frozenset(_BANNED_METADATA_PARAMS) for key in _NESTED_METADATA_KEYS},
@@ -278,6 +287,21 @@ CLIENT_FACING = "client_facing"
 # Words of LLM routes that LiteLLM's own classification (RouteChecks.is_llm_api_route) misses.
 LLM_ROUTE_WORDS = ("completions", "embeddings", "rerank", "responses", "messages", "realtime", "generateContent")
 STARTED = int(time.time())
+# Response headers LiteLLM adds (proxy/common_request_processing.py `get_custom_headers`) that name
+# the chain's insides: the provider's model string, the tier's Service URL, the internal group, the
+# region and LiteLLM's version. Kept: `x-litellm-model-id` (the tier: vllm, ollama, openai, which the
+# README promises) and `x-litellm-attempted-fallbacks` (a count, no name: it says an answer was a
+# fallback, which the tier id says anyway, and LiteLLM's own fallback checks read it).
+INTERNAL_HEADERS = frozenset(
+    name.encode()
+    for name in (
+        "x-litellm-model-name",
+        "x-litellm-model-api-base",
+        "x-litellm-model-group",
+        "x-litellm-model-region",
+        "x-litellm-version",
+    )
+)
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 # components/names.py MAX_REQUEST_BYTES_ENV: the pod's limit on a request body (gateway.maxRequestBytes).
 MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
@@ -328,14 +352,61 @@ def open_without_a_key(path: str) -> bool:
     return not _switched_off("DISABLE_ADMIN_UI")
 
 
-def is_console_route(path: str) -> bool:
-    """The admin UI's own routes (keys, users, spend, settings): none of them calls a model."""
-    from litellm.proxy._types import LiteLLMRoutes
-    from litellm.proxy.auth.route_checks import RouteChecks
+# The admin UI, when the operator turns it on, gets its own routes and no others. LiteLLM 1.108.7
+# serves 274 write routes besides chat, and `RouteChecks.is_llm_api_route` does not know most of the
+# ones that prompt a model or rewire the chain: `POST /prompts/test` runs a dotprompt against any
+# group (`model: chat-openai` → the cloud, every tier up), `/model/new|update|delete`,
+# `/config/update`, `/fallback`, `/auto_router/manage` rewire it, `/model/info` names its insides.
+# So the console is a list, read from LiteLLM's own route groups (proxy/_types.py `LiteLLMRoutes`):
+# - its pages and login: the static UI (`/ui/`, `/_next/`; proxy_server.py mounts them), the UI's
+#   config and logo, `/login`, `/v2/login`, `/sso/...`, `/onboarding/...`;
+# - its management API for keys, users, teams and spend (`key_management_routes`,
+#   `spend_tracking_routes`, `global_spend_tracking_routes`, the user/team/organization entries of
+#   `management_routes` and `info_routes`): none of them calls a model or changes where one is sent.
+# The UI's model, config, prompt and health pages therefore answer 404: the chain is the stack's
+# (Pulumi), not something to edit live. The master key still mints keys here: a client given it
+# could do what an admin does, so with the UI on, clients get virtual keys (settings.py refuses
+# `gateway.adminUi` without `databaseUrl`; docs/failover.md). A key minted for `chat-openai` is
+# still refused at the chat route: the door serves client names only, whatever the key allows.
+UI_PAGES = (
+    "/ui/", "/_next/", "/litellm-asset-prefix/_next/", "/.well-known/litellm-ui-config",
+    "/litellm/.well-known/litellm-ui-config", "/login", "/v2/login", "/sso/", "/onboarding/",
+    "/get_image", "/get_logo_url", "/get/ui_settings", "/get/user_banner", "/get/latest_release_info",
+)  # fmt: skip
+# Within LiteLLM's management groups, what touches the chain or calls a model.
+CHAIN_ROUTES = (
+    "/model", "/v1/model", "/v2/model", "/health", "/config", "/fallback", "/prompts", "/auto_router",
+    "/utils", "/queue", "/v1/", "/models", "/mcp", "/agent", "/guardrails", "/jwt",
+)  # fmt: skip
 
-    if path.startswith(("/health", "/queue", *LiteLLMRoutes.mapped_pass_through_routes.value)):
-        return False  # /health prompts every model, the cloud included
-    return not RouteChecks.is_llm_api_route(path) and not any(word in path for word in LLM_ROUTE_WORDS)
+
+def _template(route: str) -> re.Pattern:
+    """A LiteLLM route with `{key_id}`-style parameters as a pattern (one path segment each)."""
+    return re.compile(
+        "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"({[^}]+})", route)) + "$"
+    )
+
+
+@functools.cache
+def console_routes() -> tuple[frozenset[str], tuple[re.Pattern, ...]]:
+    """The admin UI's management API (exact paths, templated paths), from LiteLLM's route groups."""
+    from litellm.proxy._types import LiteLLMRoutes
+
+    groups = (
+        LiteLLMRoutes.key_management_routes, LiteLLMRoutes.management_routes, LiteLLMRoutes.spend_tracking_routes,
+        LiteLLMRoutes.global_spend_tracking_routes, LiteLLMRoutes.info_routes,
+    )  # fmt: skip
+    routes = {route for group in groups for route in group.value if not route.startswith(CHAIN_ROUTES)}
+    exact = frozenset(route for route in routes if "{" not in route)
+    return exact, tuple(_template(route) for route in sorted(routes - exact))
+
+
+def is_console_route(path: str) -> bool:
+    """The admin UI's own routes: its pages, its login, its key/user/team/spend API (above)."""
+    if path == "/ui" or path.startswith(UI_PAGES):
+        return True
+    exact, templated = console_routes()
+    return path in exact or any(pattern.match(path) for pattern in templated)
 
 
 def admitted(method: str, path: str) -> bool:
@@ -396,7 +467,9 @@ def _not_the_clients(param: str) -> Refusal:
 
 def chat_request_problem(data: dict, names: Mapping[str, str], query_string: bytes) -> Refusal | None:
     """What the door refuses in a chat request (a JSON object), or None."""
-    if query_string and any(key == "model" for key, _ in parse_qsl(query_string.decode("latin-1"))):
+    if query_string and any(
+        key == "model" for key, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    ):
         return Refusal(400, "Invalid parameter: the model goes in the JSON body, not the URL.", param="model")
     model = data.get("model")
     if model is None:
@@ -489,14 +562,18 @@ async def _whole_body(receive, limit: int | None) -> bytes | None:
     """The body, or None if the client left before sending all of it. Chunks are joined once at the
     end, in linear time (`body += chunk` copies the whole body at every chunk, and 48 MB arrives in
     hundreds of chunks). Past `limit`, reading stops: BodyTooLarge."""
-    body = b""
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        body += message.get("body", b"")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
         if not message.get("more_body"):
-            return body
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive):
@@ -515,6 +592,10 @@ class FrontDoor:
     request for a name clients may not call, or with a routing or connection field → 404 / 400; an
     alias → the chain's own name; the model list → the client names only; a body over the limit → 413."""
 
+    # LiteLLM execs callback files by path, once per mention: each load defines its own FrontDoor
+    # class, so `isinstance` cannot tell an earlier load's door. This marker can.
+    is_llm_gateway_front_door = True
+
     def __init__(self, inner, limit: int | None = None) -> None:
         self.inner = inner
         self.names = _ClientNames()
@@ -525,7 +606,13 @@ class FrontDoor:
             return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
+        if self.limit is not None and (declared_length(scope) or 0) > self.limit:
+            return await _answer(send, too_large(self.limit))  # not a byte of it read
         method, path = scope.get("method", ""), scope.get("path", "")
+        if is_preflight(method, scope):  # as LiteLLM answers it, for the routes the door admits
+            if admitted(preflight_method(scope), path):
+                return await self.inner(scope, receive, send)
+            return await _answer(send, unknown_route(preflight_method(scope), path))
         has_key = steering = form = False
         for name, value in scope.get("headers", []):
             has_key = has_key or name in KEY_HEADERS
@@ -562,7 +649,7 @@ class FrontDoor:
         if body is None:
             return None  # the client left: nobody to answer
         data, parsed = _parsed(body) if body.strip() else ({}, False)
-        if data is not None and not isinstance(data, dict):
+        if (parsed or data is not None) and not isinstance(data, dict):  # `null` parses to None
             return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
         if isinstance(data, dict):
             names = self.names.get()
@@ -574,7 +661,7 @@ class FrontDoor:
                 body = _serialized(data)
             if parsed:  # LiteLLM reads this instead of parsing the body again (read_request_body)
                 scope["parsed_body"] = (tuple(data), data)
-        return await self.inner(scope, _replay(body, receive), send)
+        return await self.inner(scope, _replay(body, receive), _without_internal_headers(send))
 
     async def _models(self, scope, receive, send, path: str) -> None:
         """LiteLLM checks the key (asked as GET /v1/models); its 200 is replaced by the client names."""
@@ -603,23 +690,58 @@ class FrontDoor:
         return await self.inner(listed, receive, replace_the_list)
 
 
+def _without_internal_headers(send):
+    """A `send` that drops INTERNAL_HEADERS from the response head (a stream's too: one head)."""
+
+    async def send_public(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (name, value) for name, value in message.get("headers", []) if name.lower() not in INTERNAL_HEADERS
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_public
+
+
+def is_preflight(method: str, scope) -> bool:
+    """A browser's CORS preflight: OPTIONS with the method it wants to send. It carries no key and no
+    body; LiteLLM's CORSMiddleware answers it (proxy_server.py), no route is run."""
+    return method == "OPTIONS" and any(name == b"access-control-request-method" for name, _ in scope.get("headers", []))
+
+
+def preflight_method(scope) -> str:
+    value = next(value for name, value in scope["headers"] if name == b"access-control-request-method")
+    return value.decode("latin-1").strip().upper()
+
+
 def _steering_header(scope) -> Refusal:
     name = next(name for name, _ in scope["headers"] if name in STEERING_HEADERS).decode()
     message = f"Unsupported header: '{name}'. The gateway decides timeouts, retries and callbacks: remove it."
     return Refusal(400, message, param=name, code="unsupported_parameter")
 
 
+def _is_front_door(candidate: Any) -> bool:
+    return getattr(candidate, "is_llm_gateway_front_door", False)
+
+
+def install_front_door(app: Any) -> None:
+    """Wrap the app's ASGI stack once, whichever load of this file did it first. LiteLLM loads this
+    module while starting (its stack is built by then); before that, the wrapper goes in as an
+    ordinary middleware."""
+    if app.middleware_stack is None:
+        if not any(_is_front_door(middleware.cls) for middleware in app.user_middleware):
+            app.add_middleware(FrontDoor)
+    elif not _is_front_door(app.middleware_stack):
+        app.middleware_stack = FrontDoor(app.middleware_stack)
+
+
 def _install_front_door() -> None:
-    """Wrap the proxy's ASGI stack once. LiteLLM loads this module while starting (its stack is
-    built by then); before that, the wrapper goes in as an ordinary middleware."""
     try:
         from litellm.proxy.proxy_server import app
     except ImportError:  # imported outside the proxy (unit tests): nothing to guard
         return
-    if app.middleware_stack is None:
-        app.add_middleware(FrontDoor)
-    elif not isinstance(app.middleware_stack, FrontDoor):
-        app.middleware_stack = FrontDoor(app.middleware_stack)
+    install_front_door(app)
 
 
 handler = RequestCheck()

@@ -36,13 +36,18 @@ from litellm.types.utils import ModelResponse
 ANSWERS_AS = "answers_as"
 
 
-def public_model(reported: str, provider: str | None, answers_as: str | None) -> str:
-    """What `model` says: the tier's declared name if it has one, else what the tier reported,
-    without LiteLLM's provider prefix (`ollama_chat/…`, `openai/…`)."""
+def public_model(reported: str, deployment_model: str | None, answers_as: str | None) -> str:
+    """What `model` says: the tier's declared name if it has one, else what the tier reported.
+
+    LiteLLM's provider prefix is dropped only where LiteLLM wrote it: a plain answer whose model is
+    the deployment's own `<provider>/<model>` string (Ollama's transformation sets
+    `"ollama_chat/" + model`, llms/ollama/chat/transformation.py). A name the tier reported itself is
+    kept whole, slashes and all: vLLM may serve `openai/gpt-oss-20b`, and stream chunks carry the
+    provider's own name (`deployment_model` None)."""
     if answers_as:
         return answers_as
-    if provider and reported.startswith(f"{provider}/"):
-        return reported[len(provider) + 1 :]
+    if deployment_model and reported == deployment_model and "/" in reported:
+        return reported.split("/", 1)[1]
     return reported
 
 
@@ -68,7 +73,7 @@ def _streams_name_the_model_each_chunk_reports() -> None:
         reported = getattr(chunk, "model", None)
         if reported and reported != getattr(stream, "_llm_gateway_reported_model", None):
             stream._llm_gateway_reported_model = reported
-            name = public_model(reported, stream.custom_llm_provider, _stream_answers_as(stream))
+            name = public_model(reported, None, _stream_answers_as(stream))
             stream.model = stream._cached_model_name = name
         return parse(stream, chunk)
 
@@ -91,9 +96,10 @@ class ServedModel(CustomLogger):
     async def async_post_call_success_hook(self, data, user_api_key_dict, response):
         if isinstance(response, ModelResponse) and response.model:
             # The proxy looked the answering deployment up by the response's model id.
-            answers_as = _answers_as(getattr(data.get("deployment"), "model_info", None))
-            provider = (getattr(response, "_hidden_params", None) or {}).get("custom_llm_provider")
-            response.model = public_model(response.model, provider, answers_as)
+            deployment = data.get("deployment")
+            answers_as = _answers_as(getattr(deployment, "model_info", None))
+            deployment_model = getattr(getattr(deployment, "litellm_params", None), "model", None)
+            response.model = public_model(response.model, deployment_model, answers_as)
         return response
 
 

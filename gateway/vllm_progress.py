@@ -31,8 +31,8 @@ Limits (the deployment's litellm_params, rendered from stack config by component
 - `timeout` (the deployment's own): an overall cap, so nothing runs forever.
 A hung engine raises `litellm.Timeout`: the router falls back and cools vLLM down. For a
 non-streaming client the events are assembled into the usual chat.completion. An error answer that
-asks to be retried shortly (a 5xx; a `Retry-After` within `first_token_timeout`) is tried once more
-on vLLM first (`same_tier_retry_delay`); an event that is not JSON is skipped.
+asks to be retried shortly (a 5xx; a `Retry-After`) is tried once more on vLLM first, if the retry
+still fits in the first try's `first_token_timeout` (`same_tier_retry_delay`); an event that is not JSON is skipped.
 
 The background health check (`engine_probe` in `model_info.health_check_params`) is not a generation
 that queues behind the load: it asks vLLM's `/health`, and judges a busy engine by its progress. Only
@@ -55,10 +55,13 @@ from litellm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
 from prometheus_client import REGISTRY, Gauge
 
-LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds")
+LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds", "max_connections")
 PROBE_KEY = "engine_probe"  # set on health-check calls through model_info.health_check_params
 # LiteLLM mixes these into the parameters it hands a custom provider; vLLM must not get them.
 NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", PROBE_KEY, *LIMIT_KEYS}
+# `/health` and `/metrics` have a client of their own: they never wait for a connection behind the
+# traffic (with one shared pool, 110 streams left the probe queued and vLLM judged unhealthy).
+PROBE_CONNECTIONS = 4
 # An in-cluster connect takes well under a millisecond. One that takes longer means the SYN was
 # dropped (a CNI that blackholes a Service without endpoints, as in Gaming Mode): treated as a
 # timeout, so vLLM is cooled down and the next requests skip it instead of each waiting.
@@ -75,12 +78,15 @@ QUEUE_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 class Limits:
     # A plain class, not a dataclass: LiteLLM execs this file without registering it in
     # sys.modules, and dataclasses look their module up there.
-    def __init__(self, first_token: float, stall: float, max_queue: float, total: float, provider: str) -> None:
+    def __init__(
+        self, first_token: float, stall: float, max_queue: float, total: float, provider: str, connections: int = 0
+    ) -> None:
         self.first_token = first_token
         self.stall = stall
         self.max_queue = max_queue  # 0: off
         self.total = total
         self.provider = provider  # as the deployment names it (`<provider>/<model>`)
+        self.connections = connections  # this process's pool to vLLM (0: httpx's default)
 
 
 class MissingLimit(ValueError):
@@ -100,6 +106,7 @@ def _limits(optional_params: dict[str, Any], litellm_params: dict[str, Any] | No
         max_queue=float(merged["max_queue_seconds"]),
         total=float(timeout),
         provider=str(merged["custom_llm_provider"]),
+        connections=int(merged["max_connections"]),
     )
 
 
@@ -139,16 +146,20 @@ class _Clients:
     def __init__(self) -> None:
         self.by_loop: dict[int, httpx.AsyncClient] = {}
 
-    def get(self) -> httpx.AsyncClient:
+    def get(self, connections: int = 0) -> httpx.AsyncClient:
+        """`connections`: the pool's size, taken from the first call on this loop (0: httpx's 100)."""
         key = id(asyncio.get_running_loop())
         if key not in self.by_loop:
             # Our own time limits govern; httpx's read timeout stays out of the way.
             timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)
-            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False)
+            pool = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            sized = {"limits": pool} if connections else {}
+            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False, **sized)
         return self.by_loop[key]
 
 
-_clients = _Clients()
+_clients = _Clients()  # generations: sized from vLLM's batch (components/fallback.py vllm_connections)
+_probe_clients = _Clients()  # /health and /metrics only
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -237,7 +248,9 @@ class EngineWatch:
     async def sample(self) -> None:
         """Read vLLM's counters once; no answer in time is simply no evidence of progress."""
         try:
-            response = await _clients.get().get(self.metrics_url, timeout=SAMPLE_EVERY_SECONDS * 2)
+            response = await _probe_clients.get(PROBE_CONNECTIONS).get(
+                self.metrics_url, timeout=SAMPLE_EVERY_SECONDS * 2
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout):
             return  # vLLM is not there at all: an outage (failover, alerts), not a blind watch
         except httpx.HTTPError as failed:
@@ -342,16 +355,29 @@ async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, o
 
 
 # Errors that say "again, shortly" get one more try on vLLM before the next tier: a 5xx at once, and
-# a 429 or 5xx after its Retry-After when that is no longer than the first-token limit (a quiet vLLM
-# is waited for that long anyway, so the retry stays inside NFR65's 5 s). One transient error then
+# a 429 or 5xx after its Retry-After. Both tries share one first-token deadline (`sent` of the first):
+# the retry is made only if its delay plus RETRY_NEEDS_SECONDS still fits in `first_token` after the
+# time the first try took, so a 503 that asks for 4 s, or one whose head came at 3.9 s, goes to the
+# next tier at once instead of asking Ollama after ~8 s (NFR65: 5 s). One transient error then
 # neither costs the GPU tier a cooldown nor sends the request to the CPU. Not LiteLLM's retries,
 # which sleep 0.5 * 2^k s whatever the error (Router.async_function_with_retries, README).
 RETRIED_AT_ONCE = {500, 502, 503, 504}
 RETRIED_AFTER_RETRY_AFTER = {429, *RETRIED_AT_ONCE}
+# The least time worth giving the retry for its first event: a connection and a short prompt's prefill.
+RETRY_NEEDS_SECONDS = 1.0
 
 
-def same_tier_retry_delay(status: int, retry_after: str | None, limits: Limits) -> float | None:
-    """Seconds to wait before the one retry on vLLM, or None: on to the next tier at once."""
+def same_tier_retry_delay(status: int, retry_after: str | None, limits: Limits, spent: float = 0.0) -> float | None:
+    """Seconds to wait before the one retry on vLLM, or None: on to the next tier at once. `spent`:
+    the seconds the first try already took of the shared first-token deadline."""
+    delay = _asked_delay(status, retry_after)
+    if delay is None or spent + delay + RETRY_NEEDS_SECONDS > limits.first_token:
+        return None
+    return delay
+
+
+def _asked_delay(status: int, retry_after: str | None) -> float | None:
+    """The wait the error asks for (0: at once), or None for an error not worth the same again."""
     if status not in RETRIED_AFTER_RETRY_AFTER:
         return None  # a 400 is the client's; 401/404 are the config's: the same again fails the same
     if retry_after is None:
@@ -360,16 +386,18 @@ def same_tier_retry_delay(status: int, retry_after: str | None, limits: Limits) 
         asked = float(retry_after)
     except ValueError:
         return None  # an HTTP date: a server that plans in dates is not back within seconds
-    return asked if 0 <= asked <= limits.first_token else None
+    return asked if asked >= 0 else None
 
 
 async def vllm_events_retried(
     api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str
 ) -> AsyncIterator[dict[str, Any]]:
     """`vllm_events`, once more after an error answer that asks for it (`same_tier_retry_delay`).
-    Such errors come with the response head, before any event: nothing is ever sent twice."""
+    Such errors come with the response head, before any event: nothing is ever sent twice. Both
+    tries count from the first's `sent`: the retry waits for its first event only until then."""
+    sent = time.monotonic()
     try:
-        async for event in vllm_events(api_base, api_key, payload, limits, model):
+        async for event in vllm_events(api_base, api_key, payload, limits, model, sent):
             yield event
         return
     except Exception as failed:
@@ -377,7 +405,7 @@ async def vllm_events_retried(
         if delay is None:
             raise
     await asyncio.sleep(delay)
-    async for event in vllm_events(api_base, api_key, payload, limits, model):
+    async for event in vllm_events(api_base, api_key, payload, limits, model, sent):
         yield event
 
 
@@ -392,19 +420,20 @@ def _parsed_event(data: str) -> dict[str, Any] | None:
 
 
 async def vllm_events(
-    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str
+    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str, sent: float | None = None
 ) -> AsyncIterator[dict[str, Any]]:
-    """vLLM's raw stream events (parsed JSON), or litellm exceptions when the engine stops progressing."""
+    """vLLM's raw stream events (parsed JSON), or litellm exceptions when the engine stops progressing.
+    `sent`: when the request was first sent (a retry keeps the first try's deadlines)."""
     url = f"{api_base.rstrip('/')}/chat/completions"
     headers = {"Authorization": f"Bearer {api_key or 'none'}", "Accept": "text/event-stream"}
     watch = _watches.get(api_base)
-    sent = time.monotonic()
+    sent = time.monotonic() if sent is None else sent
 
     def error(kind: Any, message: str) -> Exception:
         return kind(message=message, model=model, llm_provider=limits.provider)
 
     watch.open_requests += 1
-    request = _clients.get().stream("POST", url, json=payload, headers=headers)
+    request = _clients.get(limits.connections).stream("POST", url, json=payload, headers=headers)
     entered = False
     try:
         response = await _watched(request.__aenter__(), limits, watch, sent, None)
@@ -413,7 +442,8 @@ async def vllm_events(
             body = await asyncio.wait_for(response.aread(), limits.stall)
             failed = _status_error(response.status_code, body.decode(errors="replace"), model, limits.provider)
             retry_after = response.headers.get("retry-after")
-            failed.retry_delay = same_tier_retry_delay(response.status_code, retry_after, limits)
+            spent = time.monotonic() - sent
+            failed.retry_delay = same_tier_retry_delay(response.status_code, retry_after, limits, spent)
             raise failed
         lines = response.aiter_lines()
         own_last: float | None = None
@@ -429,6 +459,10 @@ async def vllm_events(
                 return
             own_last = time.monotonic()
             watch.saw_event()
+            if own_last - sent >= limits.total:
+                # The quiet-time checks never run while events flow: the whole-answer cap is
+                # checked on every event too (the drain, GRACEFUL_SHUTDOWN_TIMEOUT, counts on it).
+                raise TimeoutError("overall timeout while tokens flowed")
             event = _parsed_event(data)
             if event is not None:  # a malformed event is skipped; the answer goes on (Failover Bench S10)
                 yield event
@@ -460,7 +494,7 @@ async def probe_engine(
 
     try:
         timeout = httpx.Timeout(limits.first_token, connect=CONNECT_TIMEOUT_SECONDS)
-        health = await _clients.get().get(watch.health_url, timeout=timeout)
+        health = await _probe_clients.get(PROBE_CONNECTIONS).get(watch.health_url, timeout=timeout)
     except httpx.ConnectError as refused:
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
     except httpx.HTTPError as failed:
@@ -503,31 +537,52 @@ def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) ->
     call["function"]["arguments"] += function.get("arguments") or ""
 
 
+class _AssembledChoice:
+    """One choice of the answer (`n` > 1 interleaves them in one stream, told apart by `index`)."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.logprobs: list[dict[str, Any]] | None = None  # vLLM's per-token `logprobs.content`
+
+    def add(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        self.content.append(delta.get("content") or "")
+        for call in delta.get("tool_calls") or []:
+            _merge_tool_call(self.calls, call)
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            self.logprobs = (self.logprobs or []) + list(logprobs.get("content") or [])
+
+    def as_choice(self, index: int) -> dict[str, Any]:
+        text = "".join(self.content) if self.content or not self.calls else None
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.calls:
+            message["tool_calls"] = [self.calls[key] for key in sorted(self.calls)]
+        choice = {"index": index, "message": message, "finish_reason": self.finish_reason or "stop"}
+        if self.logprobs is not None:
+            choice["logprobs"] = {"content": self.logprobs}
+        return choice
+
+
 async def assemble_completion(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
     """A whole chat.completion from vLLM's stream events, as vLLM would have answered it."""
     head: dict[str, Any] = {}
-    content: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
-    finish_reason = None
+    choices: dict[int, _AssembledChoice] = {}
     usage = None
     async for event in events:
         head = head or event
         usage = event.get("usage") or usage
         for choice in event.get("choices") or []:
-            delta = choice.get("delta") or {}
-            content.append(delta.get("content") or "")
-            for call in delta.get("tool_calls") or []:
-                _merge_tool_call(calls, call)
-            finish_reason = choice.get("finish_reason") or finish_reason
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content) if content or not calls else None}
-    if calls:
-        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+            choices.setdefault(choice.get("index", 0), _AssembledChoice()).add(choice)
     return {
         "id": head.get("id"),
         "object": "chat.completion",
         "created": head.get("created", int(time.time())),
         "model": head.get("model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason or "stop"}],
+        "choices": [choices.get(index, _AssembledChoice()).as_choice(index) for index in sorted(choices) or [0]],
         "usage": usage,
     }
 
@@ -560,6 +615,20 @@ def _stream_chunk(event: dict[str, Any]) -> GenericStreamingChunk | None:
     return chunk
 
 
+def refuse_unstreamable(optional_params: dict[str, Any], model: str, provider: str) -> None:
+    """A custom provider streams through LiteLLM's GenericStreamingChunk, which carries one choice and
+    no logprobs: `n` > 1 would come back as one spliced choice, logprobs not at all. Refused (400,
+    no fallback, no cooldown) before vLLM is asked; non-streaming requests get both, assembled."""
+    wanted = {"n": (optional_params.get("n") or 1) > 1, "logprobs": bool(optional_params.get("logprobs"))}
+    asked = [key for key, asked_for in wanted.items() if asked_for]
+    if asked:
+        raise litellm.BadRequestError(
+            message=f"{', '.join(asked)} cannot be streamed through this gateway: send it with stream=false",
+            model=model,
+            llm_provider=provider,
+        )
+
+
 class VllmProgressHandler(CustomLLM):
     # LiteLLM calls these with keyword arguments only (main.py:_complete_custom_providers); the
     # ones not needed here (encoding, logging_obj, model_response, ...) are accepted and ignored.
@@ -576,6 +645,7 @@ class VllmProgressHandler(CustomLLM):
         self, model, messages, api_base, api_key, optional_params, litellm_params=None, timeout=None, **_
     ) -> AsyncIterator[GenericStreamingChunk]:
         limits = _limits(optional_params, litellm_params, timeout)
+        refuse_unstreamable(optional_params, model, limits.provider)
         events = vllm_events_retried(api_base, api_key, _payload(model, messages, optional_params), limits, model)
         async for event in events:
             chunk = _stream_chunk(event)

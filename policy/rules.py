@@ -214,6 +214,25 @@ def images_pinned(args: ResourceValidationArgs, report_violation: ReportViolatio
             )
 
 
+# LiteLLM's admin UI is on unless DISABLE_ADMIN_UI is "True" (proxy/common_utils/admin_ui_utils.py).
+# Without a database it cannot mint virtual keys, so every client holds the master key, which
+# administers the gateway through the UI's routes: the UI only with a database, whose virtual keys
+# clients get instead.
+def admin_ui_only_with_a_database(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in WORKLOADS:
+        return
+    for _, container in _containers(args.props):
+        env = {entry.get("name"): entry for entry in container.get("env") or [] if isinstance(entry, dict)}
+        if "LITELLM_MASTER_KEY" not in env or "DATABASE_URL" in env:
+            continue
+        if str((env.get("DISABLE_ADMIN_UI") or {}).get("value", "")).strip().lower() != "true":
+            report_violation(
+                f"container {container.get('name')!r} serves LiteLLM's admin UI without a database: "
+                "set DISABLE_ADMIN_UI=True (gateway.adminUi false) or give it DATABASE_URL (databaseUrl)",
+                None,
+            )
+
+
 def _mandatory(name: str, description: str, validate) -> ResourceValidationPolicy:
     return ResourceValidationPolicy(
         name=name, description=description, validate=validate, enforcement_level=EnforcementLevel.MANDATORY
@@ -242,4 +261,9 @@ POLICIES = [
         containers_have_limits_and_probes,
     ),
     _mandatory("images-pinned", "Every image is pinned by an exact tag or a digest.", images_pinned),
+    _mandatory(
+        "admin-ui-only-with-a-database",
+        "LiteLLM's admin UI is off (DISABLE_ADMIN_UI) unless a database gives clients virtual keys.",
+        admin_ui_only_with_a_database,
+    ),
 ]

@@ -115,6 +115,15 @@ def test_a_body_within_the_limit_reaches_the_proxy_whole_and_in_one_message():
     assert seen == [{"type": "http.request", "body": body, "more_body": False}, {"type": "http.disconnect"}]
 
 
+@pytest.mark.parametrize("body", [b"null", b"[1, 2]", b'"chat"'])
+def test_a_body_that_is_not_a_json_object_is_refused_at_the_door(body):
+    """`null` parsed to None and went on to LiteLLM, whose auth crashed on it (a bare 500)."""
+    client = Client([{"type": "http.request", "body": body, "more_body": False}])
+    front = door.FrontDoor(never_called, limit=LIMIT)
+    asyncio.run(front(scope_of({"content-length": str(len(body))}), client.receive, client.send))
+    assert client.status == 400 and client.error["param"] == "request_body"
+
+
 def test_buffering_is_linear():
     """48 MiB in 64 KiB chunks: `body += chunk` copies ~18 GB (seconds); a join copies 48 MiB."""
     client = Client(chunks_of(LARGE))

@@ -284,7 +284,11 @@ def test_fields_litellm_interprets_or_refuses_never_make_an_outage(drill, mistak
     kind, body = mistake
     before = drill.counts()
     invalid_before = drill.standins["vllm"].served["invalid"]
-    response = httpx.post(f"{drill.url}/v1/chat/completions", json=body, headers=KEYED, timeout=30)
+    # json.dumps, not httpx's json=: a client may send NaN and Infinity (Python's json and LiteLLM
+    # read them), and httpx refuses to write them.
+    content = json.dumps(body).encode()
+    headers = {**KEYED, "Content-Type": "application/json"}
+    response = httpx.post(f"{drill.url}/v1/chat/completions", content=content, headers=headers, timeout=30)
     assert response.status_code < 500, response.text  # all tiers are up: no 503, no 500
     assert_no_internals(response.text)
     if response.status_code >= 400:

@@ -217,8 +217,31 @@ def test_a_prompt_past_the_estimate_is_refused_by_ollama_itself_never_cut_never_
 
 
 @pytest.mark.drill
-@pytest.mark.parametrize("field", [{"num_ctx": 512}, {"extra_body": {"truncate": True}}])
+@pytest.mark.parametrize("field", [{"num_ctx": 512}, {"extra_body": {"truncate": True}}, {"keep_alive": 0}])
 def test_a_client_cannot_change_the_context_or_undo_truncate_false(gaming_mode, field):
+    """`keep_alive: 0` too: LiteLLM forwards it to Ollama's /api/chat, which unloads the model after
+    the answer, and the next request waits for a reload."""
     answer = post(gaming_mode, {"messages": [{"role": "user", "content": "hi"}], **field})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == next(iter(field)), answer.text
     assert gaming_mode.counts() == {"vllm": 0, "ollama": 0, "openai": 0}
+
+
+@pytest.mark.drill
+def test_legacy_functions_count_against_the_context_as_tools_do(gaming_mode):
+    """LiteLLM hands Ollama legacy `functions` as `tools`, rendered into the prompt: a short message
+    with long function declarations is as long as the same declarations given as `tools`."""
+    context = gaming_mode.settings.gateway.context_tokens
+    function = {"name": "lookup", "description": words(context), "parameters": {"type": "object", "properties": {}}}
+    for field in ({"functions": [function]}, {"tools": [{"type": "function", "function": function}]}):
+        answer = post(gaming_mode, {"messages": [{"role": "user", "content": "hi"}], **field})
+        assert answer.status_code == 400, (next(iter(field)), answer.text)
+        assert answer.json()["error"]["param"] == "messages"
+    assert gaming_mode.counts() == {"vllm": 0, "ollama": 0, "openai": 0}
+    assert gaming_mode.standins["ollama"].truncations == []
+
+
+def test_the_estimate_counts_legacy_functions_like_tools():
+    function = {"name": "lookup", "description": words(9000), "parameters": {"type": "object"}}
+    messages = [{"role": "user", "content": "hi"}]
+    assert context_check.refusal({"messages": messages, "functions": [function]}, 8192) is not None
+    assert context_check.refusal({"messages": messages}, 8192) is None

@@ -202,12 +202,98 @@ def test_with_ollama_down_no_internal_name_reaches_the_cloud(gateway):
 
 
 @pytest.mark.drill
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"headers": {"Authorization": "Bearer sk-attacker", "OpenAI-Project": "proj_other"}},
+        {"provider_specific_header": {"custom_llm_provider": "openai", "extra_headers": {"OpenAI-Project": "p"}}},
+    ],
+    ids=["headers", "provider_specific_header"],
+)
+def test_a_client_cannot_send_its_own_provider_headers(gateway, field):
+    """LiteLLM sends `headers` (main.py: `kwargs.get("headers") or extra_headers`) and a
+    `provider_specific_header`'s extra headers to the provider: the operator's Authorization replaced,
+    another OpenAI project chosen. Refused with a 400 naming the field, even with the cloud answering."""
+    gateway.enter_phase({"vllm": "down", "ollama": "down"})
+    try:
+        gateway.reset_counts()
+        response = post(gateway, "/v1/chat/completions", {"model": "chat", "messages": MESSAGES, **field})
+        assert assert_openai_error(response, 400, "unsupported_parameter")["param"] == next(iter(field))
+        assert tier_counts(gateway) == {"vllm": 0, "ollama": 0, "openai": 0}
+    finally:
+        gateway.all_up()
+
+
+@pytest.mark.drill
+def test_a_browsers_cors_preflight_is_answered_as_litellm_answers_it(gateway):
+    """A preflight carries no key (browsers never send one): a 401 there broke every browser client."""
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    asked = {**preflight, "Access-Control-Request-Headers": "authorization,content-type"}
+    answer = httpx.options(f"{gateway.url}/v1/chat/completions", headers=asked)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] in ("*", "https://app.example")
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    # A route the door does not serve stays unknown, preflight or not.
+    refused = httpx.options(f"{gateway.url}/v1/embeddings", headers=preflight)
+    assert_openai_error(refused, 404, "unknown_url")
+
+
+@pytest.fixture(scope="module")
+def with_admin_ui():
+    """The dev stack with `gateway.adminUi` on (its database check bypassed: nothing here needs one)."""
+    dev = stack_settings("dev")
+    with Drill(replace(dev, gateway=replace(dev.gateway, admin_ui=True)), master_key=OLD_KEY) as running:
+        yield running
+
+
+# What the reviewer reached with the master key and the admin UI on: each prompts a model or rewires
+# the chain, and none is one of the UI's own routes.
+NOT_THE_CONSOLE = [
+    (
+        "POST",
+        "/prompts/test",
+        {"dotprompt_content": "---\nmodel: chat-openai\n---\n\nUser: hi", "prompt_variables": {}},
+    ),
+    ("POST", "/model/new", {"model_name": "chat", "litellm_params": {"model": "openai/gpt-4o-mini"}}),
+    ("POST", "/config/update", {"router_settings": {"fallbacks": []}}),
+    ("POST", "/fallback", {"model": "chat", "fallback_models": ["chat-openai"]}),
+    ("GET", "/model/info", None),
+    ("GET", "/v2/model/info", None),
+    ("POST", "/utils/token_counter", {"model": "chat-openai", "prompt": "hi"}),
+    ("POST", "/anything/else", {"model": "chat-openai"}),
+]
+
+
+@pytest.mark.drill
+def test_with_the_admin_ui_on_only_its_own_routes_open(with_admin_ui):
+    with_admin_ui.all_up()
+    assert answered_by(with_admin_ui, "chat") == "vllm"
+    with_admin_ui.reset_counts()
+    for method, path, body in NOT_THE_CONSOLE:
+        response = httpx.request(method, f"{with_admin_ui.url}{path}", json=body, headers=KEYED, timeout=30)
+        assert_openai_error(response, 404, "unknown_url")
+    assert tier_counts(with_admin_ui) == {"vllm": 0, "ollama": 0, "openai": 0}
+    ui = httpx.get(f"{with_admin_ui.url}/ui/", timeout=30)
+    assert ui.status_code == 200 and "<html" in ui.text.lower()  # the UI's pages, without a key
+    for path in ("/login", "/key/list", "/spend/logs", "/user/info"):  # past the door: LiteLLM answers
+        response = httpx.get(f"{with_admin_ui.url}{path}", headers=KEYED, timeout=30)
+        assert "unknown_url" not in response.text, (path, response.text)  # without a database, LiteLLM's own error
+
+
+@pytest.mark.drill
 def test_the_tries_in_figures(gateway):
     print(f"\n[front door] {sum(TRIED.values())} names x routes x fields, cloud received 0: {dict(TRIED)}")
     assert sum(TRIED.values()) >= 150
 
 
 # --- the pure parts ----------------------------------------------------------------------------
+
+
+def test_a_model_in_the_url_is_refused_even_blank():
+    """`?model=` with nothing after it was let through (hypothesis found it in the test above)."""
+    for query in (b"model=", b"model=chat", b"x=1&model"):
+        refusal = door.chat_request_problem({"model": "chat", "messages": MESSAGES}, {"chat": "chat"}, query)
+        assert refusal is not None and refusal.param == "model", query
 
 
 def test_the_door_reads_the_marker_and_aliases_the_chain_renders():
@@ -252,6 +338,25 @@ def test_the_allowlist(monkeypatch, method, path, open_):
 
 
 def test_with_the_admin_ui_its_console_opens_but_no_llm_route():
-    assert door.is_console_route("/key/list") and door.is_console_route("/ui/")
+    for path in ("/key/list", "/key/generate", "/key/sk-1/regenerate", "/ui/", "/login", "/spend/logs", "/team/t-1"):
+        assert door.is_console_route(path), path
     for path in ("/v1/embeddings", "/queue/chat/completions", "/health", "/openai/v1/chat/completions", "/v1/rerank"):
         assert not door.is_console_route(path), path
+    for _, path, _ in NOT_THE_CONSOLE:
+        assert not door.is_console_route(path), path
+    assert not door.is_console_route("/global/spend/reset")  # LiteLLM's master-key-only routes too
+
+
+def test_loading_the_door_twice_wraps_the_proxy_once():
+    """LiteLLM execs callback files by path, once per mention: each load has its own FrontDoor class."""
+    from starlette.applications import Starlette
+
+    before = Starlette()  # loaded before the proxy built its stack: an ordinary middleware
+    door.install_front_door(before)
+    _gateway_module(REQUEST_CHECK_FILE).install_front_door(before)
+    assert len(before.user_middleware) == 1
+    built = Starlette()  # loaded while the proxy starts (its stack is built by then): wrapped
+    built.middleware_stack = stack = built.build_middleware_stack()
+    door.install_front_door(built)
+    _gateway_module(REQUEST_CHECK_FILE).install_front_door(built)
+    assert built.middleware_stack.inner is stack

@@ -127,6 +127,16 @@ def test_missing_limits_probes_and_moving_tags_are_caught(run):
     assert found == ["containers-have-limits-and-probes", "containers-have-limits-and-probes", "images-pinned"]
 
 
+def test_the_admin_ui_without_a_database_is_caught(run):
+    resources = copy.deepcopy(run.resources)
+    gateway = next(r for r in resources if r.type == "kubernetes:apps/v1:Deployment" and r.name.startswith("litellm"))
+    container = gateway.inputs["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [entry for entry in container["env"] if entry["name"] != "DISABLE_ADMIN_UI"]
+    assert [v[0] for v in violations(resources)] == ["admin-ui-only-with-a-database"]
+    container["env"].append({"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}})
+    assert violations(resources) == []
+
+
 # --- NFR68 for names: only the chain's head (and aliases of it) is client-callable ---------------
 
 

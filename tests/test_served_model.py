@@ -8,6 +8,7 @@ asked for, OpenAI the dated model behind the alias.
 from __future__ import annotations
 
 import importlib.util
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -47,12 +48,22 @@ def test_the_ollama_tier_answers_as_the_operators_model_and_the_plugin_reads_tha
     assert all(ANSWERS_AS not in info for info in others)  # they report their own model
 
 
-def test_the_public_name_drops_only_litellms_provider_prefix():
+def test_the_public_name_drops_only_the_prefix_litellm_wrote():
     public = _served_model_module().public_model
-    assert public("ollama_chat/qwen2.5:3b-llm-gateway", "ollama_chat", "qwen2.5:3b") == "qwen2.5:3b"
-    assert public("openai/gpt-4o-mini-2024-07-18", "openai", None) == "gpt-4o-mini-2024-07-18"
-    # A model id with a slash of its own keeps it.
-    assert public("Qwen/Qwen2.5-7B-Instruct-AWQ", "vllm-progress", None) == "Qwen/Qwen2.5-7B-Instruct-AWQ"
+    assert (
+        public("ollama_chat/qwen2.5:3b-llm-gateway", "ollama_chat/qwen2.5:3b-llm-gateway", "qwen2.5:3b") == "qwen2.5:3b"
+    )
+    # LiteLLM's `"ollama_chat/" + model` on a plain answer: the deployment's own string, prefix dropped.
+    assert public("ollama_chat/qwen2.5:3b", "ollama_chat/qwen2.5:3b", None) == "qwen2.5:3b"
+    assert public("gpt-4o-mini-2024-07-18", "openai/gpt-4o-mini", None) == "gpt-4o-mini-2024-07-18"
+    # Names the tier reported itself keep their slashes: a model id, a served model named `openai/...`,
+    # in a plain answer and in stream chunks (no deployment string: LiteLLM wrote nothing there).
+    assert public("Qwen/Qwen2.5-7B-Instruct-AWQ", "vllm-progress/Qwen/Qwen2.5-7B-Instruct-AWQ", None) == (
+        "Qwen/Qwen2.5-7B-Instruct-AWQ"
+    )
+    assert public("openai/gpt-oss-20b", "vllm-progress/openai/gpt-oss-20b", None) == "openai/gpt-oss-20b"
+    assert public("openai/gpt-oss-20b", "openai/openai/gpt-oss-20b", None) == "openai/gpt-oss-20b"
+    assert public("openai/gpt-oss-20b", None, None) == "openai/gpt-oss-20b"
 
 
 def test_loading_the_plugin_again_does_not_wrap_the_stream_parser_twice():
@@ -86,3 +97,48 @@ def test_every_chunk_of_a_stream_names_the_model_that_answered(fresh, tier):
     assert answer.content == " ".join(fresh.standins[tier].words())
     assert len(answer.chunks) > len(fresh.standins[tier].words())  # the role and finish chunks too
     assert {chunk["model"] for chunk in answer.chunks} == {ANSWERED_AS[tier]}
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_model_name_with_a_slash_of_its_own_is_reported_whole(fresh, stream):
+    """A tier that serves `openai/gpt-oss-20b` (its Hugging Face name) is named so: LiteLLM added no
+    prefix there, so none is taken away, on the provider whose prefix looks the same."""
+    cloud = fresh.standins["openai"]
+    cloud.answers_as = "openai/gpt-oss-20b"
+    try:
+        fresh.enter_phase(ANSWERING["openai"])
+        answer = chat(fresh.url, MODEL, stream=stream)
+    finally:
+        cloud.answers_as = ANSWERED_AS["openai"]
+    assert answer.status == 200 and answer.tier == "openai", answer.body
+    names = {chunk["model"] for chunk in answer.chunks} if stream else {answer.body["model"]}
+    assert names == {"openai/gpt-oss-20b"}
+
+
+# Response headers LiteLLM adds that name the chain's insides (issue 20 review, item 2).
+INTERNAL_HEADERS = {
+    "x-litellm-model-name",
+    "x-litellm-model-api-base",
+    "x-litellm-model-group",
+    "x-litellm-model-region",
+    "x-litellm-version",
+}
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("tier", ["vllm", "ollama", "openai"])
+def test_no_answer_names_the_chains_insides_in_its_headers(fresh, tier, stream):
+    fresh.enter_phase(ANSWERING[tier])
+    answer = chat(fresh.url, MODEL, stream=stream)
+    assert answer.status == 200 and answer.tier == tier, answer.body  # the tier is still named
+    assert not INTERNAL_HEADERS & answer.headers.keys(), answer.headers
+    config = litellm_config(SETTINGS)
+    internals = {
+        *(entry["model_name"] for entry in config["model_list"] if entry["model_name"] != MODEL),
+        *(entry["litellm_params"]["model"] for entry in config["model_list"]),
+        *(urlsplit(standin.url).netloc for standin in fresh.standins.values()),
+    }
+    leaked = {(name, value) for name, value in answer.headers.items() for inner in internals if inner in value}
+    assert not leaked

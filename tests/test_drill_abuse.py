@@ -1,0 +1,104 @@
+"""Issue 22, items 2 and 3, through the real proxy: more streams than httpx's default pool held, and
+clients that leave. The handler's own rules (items 4, 5) are in tests/test_vllm_progress_abuse.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from drill.client import DRILL_MASTER_KEY, chat
+from drill.saturation import answers, send_at_once
+
+pytestmark = pytest.mark.drill
+
+HTTPX_DEFAULT_POOL = 100  # what the provider's client once held: the 101st stream waited in the gateway
+STREAMS = 130
+LEFT_WITHIN_SECONDS = 2.0
+
+
+def test_more_streams_than_the_old_pool_all_run_on_vllm_and_the_probe_does_not_bench_it(fresh):
+    vllm = fresh.standins["vllm"]
+    vllm.set_mode("slow", delay=12, tokens=12)  # a token a second: busy and progressing, never hung
+    futures = send_at_once(fresh.url, fresh.settings.gateway.model_name, STREAMS, stream=True)
+    # By now the background probe has run at least once during the load (every 5 s, 4 s timeout).
+    time.sleep(fresh.settings.gateway.health_check_interval_seconds + 4)
+    during = chat(fresh.url, fresh.settings.gateway.model_name, "during the load", timeout=30)
+    done = answers(futures)
+    tiers = sorted({answer.tier for answer in done})
+    served = Counter(answer.tier for answer in done)
+    print(f"\n[drill] {STREAMS} streams: vLLM ran {vllm.peak_running} at once; {dict(served)}; mid-load {during.tier}")
+    assert vllm.peak_running > HTTPX_DEFAULT_POOL
+    assert tiers == ["vllm"] and during.tier == "vllm"  # no cooldown from a probe queued behind traffic
+
+
+def stream_then_leave(base_url: str, model: str, after_chunks: int) -> float:
+    """A streaming client that reads `after_chunks` events and hangs up; when it did."""
+    payload = {"model": model, "messages": [{"role": "user", "content": "leave"}], "stream": True}
+    headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
+    url = f"{base_url}/v1/chat/completions"
+    with (
+        httpx.Client(timeout=30, trust_env=False) as client,
+        client.stream("POST", url, json=payload, headers=headers) as response,
+    ):
+        seen = 0
+        for line in response.iter_lines():
+            seen += line.startswith("data: ")
+            if seen >= after_chunks:
+                break
+    return time.monotonic()
+
+
+def wait_then_leave(base_url: str, model: str, seconds: float, stream: bool = False) -> float:
+    """A client that gives up after `seconds` without an answer (its read timeout); when it did."""
+    try:
+        answer = chat(base_url, model, "leave", stream=stream, timeout=seconds)
+    except httpx.TimeoutException:
+        return time.monotonic()
+    raise AssertionError(f"answered before its client left: {answer.status} {answer.seconds:.1f} s {answer.body}")
+
+
+def wait_for(condition, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def seconds_until_abandoned(vllm, left: float, state: str) -> float | None:
+    """How long after its client left vLLM dropped a request it held in `state`; None: it did not."""
+    wait_for(lambda: any(kind == state for _, kind in vllm.abandoned), limit=8)
+    return next((at - left for at, kind in vllm.abandoned if kind == state), None)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not-streaming"])
+def test_a_client_that_leaves_mid_answer_stops_vllm_generating(fresh, stream):
+    vllm = fresh.standins["vllm"]
+    vllm.set_mode("slow", delay=30, tokens=60)  # two tokens a second for 30 s
+    model = fresh.settings.gateway.model_name
+    left = stream_then_leave(fresh.url, model, 6) if stream else wait_then_leave(fresh.url, model, 3)
+    tokens_when_left = vllm.generated_tokens
+    gone = seconds_until_abandoned(vllm, left, "generating")
+    extra = vllm.generated_tokens - tokens_when_left
+    print(f"\n[drill] {'stream' if stream else 'plain'} client left: upstream gone after {gone} s, +{extra} tokens")
+    assert gone is not None and gone < LEFT_WITHIN_SECONDS
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not-streaming"])
+def test_a_client_that_leaves_while_queued_leaves_vllms_queue(fresh, stream):
+    vllm = fresh.standins["vllm"]
+    vllm.set_mode("slow", delay=30, tokens=60, slots=1)
+    model = fresh.settings.gateway.model_name
+    # The one slot is taken by a client that stays until the test is done with the queue.
+    blocker = threading.Thread(target=stream_then_leave, args=(fresh.url, model, 24), daemon=True)
+    blocker.start()
+    wait_for(lambda: vllm.running == 1)
+    left = wait_then_leave(fresh.url, model, 3, stream=stream)
+    gone = seconds_until_abandoned(vllm, left, "queued")
+    waiting_after = vllm.waiting
+    blocker.join(20)
+    print(f"\n[drill] queued {'stream' if stream else 'plain'} client left: out of vLLM's queue after {gone} s")
+    assert gone is not None and gone < LEFT_WITHIN_SECONDS and waiting_after == 0

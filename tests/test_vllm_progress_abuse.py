@@ -1,0 +1,124 @@
+"""Issue 22, items 2-5: gateway/vllm_progress.py under load and abuse.
+
+The handler's own rules run here against the vLLM stand-in on loopback, without the proxy (fast);
+the items that depend on the proxy (its connection pool beside the probe, client disconnects) run
+through the real proxy in tests/test_drill_abuse.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import litellm
+import pytest
+
+from components.fallback import VLLM_DEFAULT_MAX_NUM_SEQS, litellm_config, vllm_connections, vllm_max_num_seqs
+from components.names import PROGRESS_PROVIDER
+from drill.runner import free_port
+from drill.standins import OpenAIStandIn
+from tests.test_failover_bench import progress_handler
+from tests.test_fallback import settings_for
+
+MODEL = "stand-in-model"
+
+
+@pytest.fixture
+def vllm():
+    standin = OpenAIStandIn("vllm", MODEL, free_port(), tokens=8).start()
+    yield standin
+    standin.stop()
+
+
+def deployment_params(**overrides) -> dict:
+    """The vLLM deployment's litellm_params as the chain renders them, as LiteLLM hands them over."""
+    params = litellm_config(settings_for())["model_list"][0]["litellm_params"]
+    return {**params, "custom_llm_provider": PROGRESS_PROVIDER, **overrides}
+
+
+def complete(standin: OpenAIStandIn, stream: bool = False, **request) -> tuple[object, float]:
+    """One call of the handler (as LiteLLM's custom provider path calls it); the result and seconds."""
+    handler = progress_handler().handler
+    params = deployment_params(**request.pop("litellm_params", {}))
+    call = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hello"}],
+        "api_base": f"{standin.url}/v1",
+        "api_key": "none",
+        "optional_params": request,
+        "litellm_params": params,
+        "timeout": params["timeout"],
+    }
+
+    async def run():
+        if not stream:
+            return await handler.acompletion(**call)
+        return [chunk async for chunk in handler.astreaming(**call)]
+
+    started = time.monotonic()
+    return asyncio.run(run()), time.monotonic() - started
+
+
+# --- item 2: the pool is sized from what vLLM runs ----------------------------------------------------
+
+
+def test_the_pool_to_vllm_holds_its_batch_and_queue_from_extra_args_or_vllms_default():
+    assert vllm_max_num_seqs(()) == VLLM_DEFAULT_MAX_NUM_SEQS == 1024
+    assert vllm_max_num_seqs(("--gpu-memory-utilization", "0.9", "--max-num-seqs", "64")) == 64
+    assert vllm_max_num_seqs(("--max_num_seqs=32",)) == 32
+    assert vllm_connections(("--max-num-seqs", "64")) == 128
+    rendered = litellm_config(settings_for())["model_list"][0]["litellm_params"]
+    assert rendered["max_connections"] == 2048  # far above httpx's default 100
+
+
+def test_the_probe_and_counters_have_a_client_of_their_own():
+    progress = progress_handler()
+
+    async def clients():
+        return progress._clients.get(150), progress._probe_clients.get(progress.PROBE_CONNECTIONS)
+
+    traffic, probes = asyncio.run(clients())
+    assert traffic is not probes
+    assert traffic._transport._pool._max_connections == 150
+
+
+# --- item 4: every field vLLM produced, or a refusal up front -----------------------------------------
+
+
+def test_n_choices_and_logprobs_come_back_as_vllm_produced_them(vllm):
+    answer, _ = complete(vllm, n=2, logprobs=True)
+    choices = answer.model_dump()["choices"]
+    assert [choice["index"] for choice in choices] == [0, 1]
+    assert choices[0]["message"]["content"] == "[vllm] c0w1 c0w2 c0w3 c0w4 c0w5 c0w6 c0w7"
+    assert choices[1]["message"]["content"] == "[vllm] c1w1 c1w2 c1w3 c1w4 c1w5 c1w6 c1w7"
+    tokens = [entry["token"] for entry in choices[1]["logprobs"]["content"]]
+    assert tokens == ["[vllm]", "c1w1", "c1w2", "c1w3", "c1w4", "c1w5", "c1w6", "c1w7"]
+    assert choices[1]["logprobs"]["content"][0]["logprob"] == -0.01
+
+
+def test_one_choice_without_logprobs_is_unchanged(vllm):
+    answer, _ = complete(vllm)
+    choices = answer.model_dump()["choices"]
+    assert len(choices) == 1 and choices[0]["message"]["content"] == "[vllm] w1 w2 w3 w4 w5 w6 w7"
+    assert choices[0].get("logprobs") is None
+
+
+@pytest.mark.parametrize("field", [{"n": 2}, {"logprobs": True}])
+def test_what_a_stream_cannot_carry_is_refused_before_vllm_is_asked(vllm, field):
+    with pytest.raises(litellm.BadRequestError, match=next(iter(field))):
+        complete(vllm, stream=True, **field)
+    assert vllm.served["client-received"] == 0
+
+
+# --- item 5: the whole-answer cap holds while tokens flow --------------------------------------------
+
+
+def test_the_whole_answer_cap_holds_while_tokens_flow(vllm):
+    # A token every 0.1 s: never quiet for the quarter second after which the quiet checks look.
+    vllm.set_mode("slow", delay=15, tokens=150)
+    started = time.monotonic()
+    with pytest.raises(litellm.Timeout, match="overall timeout"):
+        complete(vllm, litellm_params={"timeout": 5})
+    took = time.monotonic() - started
+    print(f"\n[cap] vllm.timeoutSeconds 5, a 15 s answer with tokens flowing: given up after {took:.2f} s")
+    assert 5 <= took < 6
