@@ -27,6 +27,8 @@ auth, body parsing and routing:
   500); the parsed body is handed to LiteLLM (`scope["parsed_body"]`) so it is parsed once;
 - the model list (`/v1/models`, `/v1/models/{id}`) answers the client names only, once LiteLLM
   accepted the key;
+- a chat answer's headers that name the chain's insides (`INTERNAL_HEADERS`) are dropped; a browser's
+  CORS preflight on an admitted route goes, keyless, to LiteLLM's CORS answer;
 - a body larger than `gateway.maxRequestBytes` → 413, before anything else: a declared
   Content-Length at once, without reading; a chunked body as soon as what arrived passes the limit.
   Bodies are buffered in linear time (a list of chunks joined once), and only up to the limit.

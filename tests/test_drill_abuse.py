@@ -102,3 +102,28 @@ def test_a_client_that_leaves_while_queued_leaves_vllms_queue(fresh, stream):
     blocker.join(20)
     print(f"\n[drill] queued {'stream' if stream else 'plain'} client left: out of vLLM's queue after {gone} s")
     assert gone is not None and gone < LEFT_WITHIN_SECONDS and waiting_after == 0
+
+
+def post_chat(base_url: str, model: str, **fields) -> httpx.Response:
+    payload = {"model": model, "messages": [{"role": "user", "content": "two answers"}], **fields}
+    headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        return client.post(f"{base_url}/v1/chat/completions", json=payload, headers=headers)
+
+
+def test_n_choices_and_logprobs_reach_the_client_as_vllm_produced_them(fresh):
+    answer = post_chat(fresh.url, fresh.settings.gateway.model_name, n=2, logprobs=True)
+    choices = answer.json()["choices"]
+    assert answer.status_code == 200 and answer.headers["x-litellm-model-id"] == "vllm"
+    assert [choice["message"]["content"] for choice in choices] == [
+        "[vllm] c0w1 c0w2 c0w3 c0w4 c0w5 c0w6 c0w7",
+        "[vllm] c1w1 c1w2 c1w3 c1w4 c1w5 c1w6 c1w7",
+    ]
+    assert [entry["token"] for entry in choices[1]["logprobs"]["content"]][:2] == ["[vllm]", "c1w1"]
+
+
+def test_a_stream_asking_for_what_it_cannot_carry_is_refused_and_nothing_is_cooled_down(fresh):
+    refused = post_chat(fresh.url, fresh.settings.gateway.model_name, n=2, stream=True)
+    assert refused.status_code == 400 and "stream=false" in refused.text
+    assert fresh.counts() == {"vllm": 0, "ollama": 0, "openai": 0}
+    assert chat(fresh.url, fresh.settings.gateway.model_name).tier == "vllm"
