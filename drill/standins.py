@@ -492,7 +492,7 @@ class OllamaStandIn(StandIn):
         self.truncations: list[dict[str, int]] = []  # what Ollama logs as `truncating input prompt`
         # The tokenizer loads once, here: on the first request it would delay that request by seconds
         # (tiktoken building its ranks), which a test would take for a slow failover.
-        tokenizer.chat_tokens([])
+        tokenizer.tokens("warm")
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)

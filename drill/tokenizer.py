@@ -11,6 +11,7 @@ message (5 tokens around the content) and `<|im_start|>assistant\\n` (3) for the
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 QWEN_PATTERN = (
@@ -23,6 +24,9 @@ ANSWER_HEADER = 3
 
 @functools.cache
 def _encoding():
+    # Importing litellm fetches its model cost map from the internet unless told not to: the drill
+    # talks to loopback only (the proxy it starts is told the same by gateway_environment).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import tiktoken
     from litellm.litellm_core_utils.default_encoding import encoding as cl100k
 

@@ -71,7 +71,15 @@ VALID_CONFIGS = st.fixed_dictionaries(
                 "stallTimeoutSeconds": st.integers(1, 600),
             },
         ),
-        "ollama": st.fixed_dictionaries({}, optional={"model": st.sampled_from(["qwen2.5:3b", "llama3.2:1b"])}),
+        # A model the memory check knows, or one that brings its own figures (llama3.2:1b: ~1.3 GB
+        # file, 32 KiB of KV cache and attention per token), as the check requires.
+        "ollama": st.sampled_from(
+            [
+                {},
+                {"model": "qwen2.5:3b"},
+                {"model": "llama3.2:1b", "modelMemory": "1500Mi", "memoryPerContextToken": 32768},
+            ]
+        ),
         "openai": st.fixed_dictionaries(
             {}, optional={"enabled": st.booleans(), "timeoutSeconds": st.integers(5, 3600)}
         ),
