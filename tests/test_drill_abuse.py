@@ -68,6 +68,12 @@ def wait_for(condition, limit: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def aborting(vllm) -> None:
+    """vLLM aborts the request of a client that left: the stand-in does so once its port reopens."""
+    vllm.aborts_when_client_leaves = True
+    vllm.set_mode("down")
+
+
 def seconds_until_abandoned(vllm, left: float, state: str) -> float | None:
     """How long after its client left vLLM dropped a request it held in `state`; None: it did not."""
     wait_for(lambda: any(kind == state for _, kind in vllm.abandoned), limit=8)
@@ -77,6 +83,7 @@ def seconds_until_abandoned(vllm, left: float, state: str) -> float | None:
 @pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not-streaming"])
 def test_a_client_that_leaves_mid_answer_stops_vllm_generating(fresh, stream):
     vllm = fresh.standins["vllm"]
+    aborting(vllm)
     vllm.set_mode("slow", delay=30, tokens=60)  # two tokens a second for 30 s
     model = fresh.settings.gateway.model_name
     left = stream_then_leave(fresh.url, model, 6) if stream else wait_then_leave(fresh.url, model, 3)
@@ -90,6 +97,7 @@ def test_a_client_that_leaves_mid_answer_stops_vllm_generating(fresh, stream):
 @pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not-streaming"])
 def test_a_client_that_leaves_while_queued_leaves_vllms_queue(fresh, stream):
     vllm = fresh.standins["vllm"]
+    aborting(vllm)
     vllm.set_mode("slow", delay=30, tokens=60, slots=1)
     model = fresh.settings.gateway.model_name
     # The one slot is taken by a client that stays until the test is done with the queue.
