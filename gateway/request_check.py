@@ -634,22 +634,24 @@ class FrontDoor:
         if method == "GET" and (path in MODEL_LIST_PATHS or path.startswith(ONE_MODEL_PREFIXES)):
             return await self._models(scope, receive, send, path)
         if method in BODY_METHODS and self.limit is not None:  # the admin UI's routes, when on
-            try:
-                body = await _whole_body(receive, self.limit)
-            except BodyTooLarge:
-                return await _answer(send, too_large(self.limit))
+            body = await self._body_or_answer(receive, send)
             if body is None:
-                return None  # the client left: nobody to answer
+                return None
             receive = _replay(body, receive)
         return await self.inner(scope, receive, send)
 
-    async def _chat(self, scope, receive, send) -> None:
+    async def _body_or_answer(self, receive, send) -> bytes | None:
+        """The whole body; None once it is answered (413 past the limit) or the client left."""
         try:
-            body = await _whole_body(receive, self.limit)
+            return await _whole_body(receive, self.limit)
         except BodyTooLarge:
-            return await _answer(send, too_large(self.limit))
+            await _answer(send, too_large(self.limit))
+            return None
+
+    async def _chat(self, scope, receive, send) -> None:
+        body = await self._body_or_answer(receive, send)
         if body is None:
-            return None  # the client left: nobody to answer
+            return None
         data, parsed = _parsed(body) if body.strip() else ({}, False)
         if (parsed or data is not None) and not isinstance(data, dict):  # `null` parses to None
             return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
