@@ -40,8 +40,11 @@ CLIENT_FACING = "client_facing"
 FRONT_DOOR_MODULE = "request_check"
 
 
-def _litellm_config(props: dict[str, Any]) -> dict[str, Any] | None:
-    text = (props.get("data") or {}).get("config.yaml")
+def _litellm_config(args: ResourceValidationArgs) -> dict[str, Any] | None:
+    """The LiteLLM config a ConfigMap renders, or None for any other resource."""
+    if args.resource_type != CONFIG_MAP:
+        return None
+    text = (args.props.get("data") or {}).get("config.yaml")
     if not isinstance(text, str):
         return None
     config = yaml.safe_load(text)
@@ -70,9 +73,7 @@ def _fallback_lists(config: dict[str, Any]) -> Iterator[tuple[str, str, list[str
 
 
 def cloud_tier_last(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    if args.resource_type != CONFIG_MAP:
-        return
-    config = _litellm_config(args.props)
+    config = _litellm_config(args)
     if config is None:
         return
     cloud = _cloud_groups(config)
@@ -113,9 +114,7 @@ def only_the_chain_is_client_callable(args: ResourceValidationArgs, report_viola
     client-facing and its aliases. Checked here, on the rendered config: that list is exactly the
     chain's head (in the cluster) and aliases of it, the front door is loaded (its module shipped,
     its handler a callback), and no setting lets a client choose endpoints or credentials."""
-    if args.resource_type != CONFIG_MAP:
-        return
-    config = _litellm_config(args.props)
+    config = _litellm_config(args)
     if config is None:
         return
     head = _chain_head(config)
@@ -159,7 +158,7 @@ def no_secret_in_config_map(args: ResourceValidationArgs, report_violation: Repo
     for name, value in (args.props.get("data") or {}).items():
         if isinstance(value, str) and KEY_PATTERN.search(value):
             report_violation(f"ConfigMap key {name!r} holds what looks like an API key; use a Secret", None)
-    config = _litellm_config(args.props)
+    config = _litellm_config(args)
     if config is None:
         return
     # Values that carry a credential (a key, or a URL with a password in it).
