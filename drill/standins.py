@@ -57,6 +57,10 @@ from drill import tokenizer
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 LOOPBACK = "127.0.0.1"
+# The accept queue of the real servers: vLLM's API server runs uvicorn (its default `backlog` is
+# 2048); aiohttp's own default of 128 dropped the SYNs of a 130-stream burst on a busy CI machine, and
+# the gateway, which reads a connect slower than 1 s as dropped packets, sent those requests to Ollama.
+LISTEN_BACKLOG = 2048
 # LiteLLM's health-check prompts (proxy/health_check.py:_get_random_llm_message).
 PROBE_PROMPTS = ("Hey how's it going?", "What's 1 + 1?")
 HANG_LIMIT_SECONDS = 600  # a hung request is released at the latest after this, or at stop()
@@ -203,7 +207,7 @@ class StandIn:
             app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=self.aborts_when_client_leaves
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True).start()
+        await web.TCPSite(self._runner, LOOPBACK, self.port, reuse_address=True, backlog=LISTEN_BACKLOG).start()
 
     async def _close_port(self, abort: bool = False) -> None:
         """Like a pod going away: the listener and every open keep-alive connection close."""

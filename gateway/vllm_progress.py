@@ -43,11 +43,12 @@ fallback: splicing two tiers' text into one answer would be worse than a clean f
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import litellm
@@ -56,6 +57,7 @@ from litellm.types.utils import GenericStreamingChunk, ModelResponse
 from prometheus_client import REGISTRY, Gauge
 
 LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds", "max_connections")
+T = TypeVar("T")
 PROBE_KEY = "engine_probe"  # set on health-check calls through model_info.health_check_params
 # LiteLLM mixes these into the parameters it hands a custom provider; vLLM must not get them.
 NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", PROBE_KEY, *LIMIT_KEYS}
@@ -66,6 +68,13 @@ PROBE_CONNECTIONS = 4
 # dropped (a CNI that blackholes a Service without endpoints, as in Gaming Mode): treated as a
 # timeout, so vLLM is cooled down and the next requests skip it instead of each waiting.
 CONNECT_TIMEOUT_SECONDS = 1.0
+# ... but only after a second try. A connect also "times out" when this process's event loop was
+# blocked past the limit (CPU throttled at the pod's limit, a lazy import at first use): the timer
+# and the finished connect are handled in the same loop turn, and the timer wins. Measured: a 1.5 s
+# block turned a loopback connect into a ConnectTimeout, and a replica's first probe, starved while
+# the other replica started, cooled vLLM down. A dropped SYN is dropped again (1 s more in Gaming
+# Mode's first request); a blocked loop connects at once on the second try.
+CONNECT_TRIES = 2
 CHECK_EVERY_SECONDS = 0.25  # how often a quiet request looks at the engine's progress
 SAMPLE_EVERY_SECONDS = 0.5  # how often vLLM's /metrics is read while a request is quiet
 # A request quiet this long (or a quarter of its own limit, if shorter) starts the sampling, so
@@ -409,6 +418,14 @@ async def vllm_events_retried(
         yield event
 
 
+async def _connect_tried(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()`, made again when its connect timed out, up to CONNECT_TRIES times in all."""
+    for _ in range(CONNECT_TRIES - 1):
+        with contextlib.suppress(httpx.ConnectTimeout):
+            return await attempt()
+    return await attempt()
+
+
 def _parsed_event(data: str) -> dict[str, Any] | None:
     """One SSE event's JSON object, or None for one that is not (cut, rewritten by a proxy on the way).
     Skipping it keeps the answer; raising would end the stream with an error for one bad line."""
@@ -432,12 +449,14 @@ async def vllm_events(
     def error(kind: Any, message: str) -> Exception:
         return kind(message=message, model=model, llm_provider=limits.provider)
 
+    async def opened() -> tuple[Any, httpx.Response]:
+        request = _clients.get(limits.connections).stream("POST", url, json=payload, headers=headers)
+        return request, await _watched(request.__aenter__(), limits, watch, sent, None)
+
     watch.open_requests += 1
-    request = _clients.get(limits.connections).stream("POST", url, json=payload, headers=headers)
-    entered = False
+    request = None  # the stream, once its head came
     try:
-        response = await _watched(request.__aenter__(), limits, watch, sent, None)
-        entered = True
+        request, response = await _connect_tried(opened)
         if response.status_code != 200:
             body = await asyncio.wait_for(response.aread(), limits.stall)
             failed = _status_error(response.status_code, body.decode(errors="replace"), model, limits.provider)
@@ -474,12 +493,13 @@ async def vllm_events(
     except httpx.ConnectError as refused:
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
     except httpx.ConnectTimeout:
-        raise error(litellm.Timeout, f"vLLM did not accept a connection in {CONNECT_TIMEOUT_SECONDS:g} s") from None
+        limit = f"{CONNECT_TRIES} tries of {CONNECT_TIMEOUT_SECONDS:g} s"
+        raise error(litellm.Timeout, f"vLLM did not accept a connection in {limit}") from None
     except httpx.HTTPError as broke:
         raise error(litellm.APIConnectionError, f"vLLM stream broke: {broke}") from None
     finally:
         watch.open_requests -= 1
-        if entered:
+        if request is not None:
             await request.__aexit__(None, None, None)
 
 
@@ -493,8 +513,7 @@ async def probe_engine(
         return kind(message=message, model=model, llm_provider=limits.provider)
 
     try:
-        timeout = httpx.Timeout(limits.first_token, connect=CONNECT_TIMEOUT_SECONDS)
-        health = await _probe_clients.get(PROBE_CONNECTIONS).get(watch.health_url, timeout=timeout)
+        health = await _health(watch.health_url, limits)
     except httpx.ConnectError as refused:
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
     except httpx.HTTPError as failed:
@@ -514,6 +533,12 @@ async def probe_engine(
     async for _ in vllm_events(api_base, api_key, payload, limits, model):
         pass
     return _probe_answer(model, "idle, generates")
+
+
+async def _health(health_url: str, limits: Limits) -> httpx.Response:
+    """vLLM's `/health`, its connect tried CONNECT_TRIES times (a blocked loop is not a dropped SYN)."""
+    timeout = httpx.Timeout(limits.first_token, connect=CONNECT_TIMEOUT_SECONDS)
+    return await _connect_tried(lambda: _probe_clients.get(PROBE_CONNECTIONS).get(health_url, timeout=timeout))
 
 
 def _probe_answer(model: str, state: str) -> dict[str, Any]:

@@ -102,10 +102,11 @@ def test_gaming_mode_vllm_down_ollama_answers_fast(fresh):
     assert fresh.counts() == {"vllm": 0, "ollama": 10, "openai": 0}
 
 
-def test_gaming_mode_on_a_cni_that_drops_packets_costs_one_connect_timeout_then_nothing(fresh):
+def test_gaming_mode_on_a_cni_that_drops_packets_costs_two_connect_tries_then_nothing(fresh):
     # Some CNIs drop packets to a Service without endpoints instead of refusing them: a connect
-    # then neither succeeds nor fails. The progress handler gives a connect 1 s, then cools vLLM
-    # down; the probe (which meets the same dropped connect) keeps it cooled down.
+    # then neither succeeds nor fails. The progress handler gives a connect 1 s, twice (a loop that
+    # was blocked is not a dropped SYN), then cools vLLM down; the probe (which meets the same
+    # dropped connect) keeps it cooled down.
     fresh.standins["vllm"].set_mode("blackhole")
     first, *rest = [chat(fresh.url, MODEL, timeout=30) for _ in range(10)]
     for answer in (first, *rest):

@@ -272,7 +272,8 @@ def test_a_vllm_failure_one_gateway_learned_is_skipped_by_the_other(shared):
         drill = cooldown_fleet(redis_server)
         try:
             time.sleep(3)  # each gateway's first background probe (at start) finds vLLM healthy
-            assert [ask(drill, index).tier for index in range(2)] == ["vllm", "vllm"]
+            tiers = [ask(drill, index).tier for index in range(2)]
+            assert tiers == ["vllm", "vllm"], drill.log_tail()  # a failed first probe says why there
             vllm = drill.standins["vllm"]
             drill.reset_counts()
             vllm.set_mode("error", status=500)

@@ -36,8 +36,11 @@ def deployment_params(**overrides) -> dict:
     return {**params, "custom_llm_provider": PROGRESS_PROVIDER, **overrides}
 
 
-def complete(standin: OpenAIStandIn, stream: bool = False, **request) -> tuple[object, float]:
-    """One call of the handler (as LiteLLM's custom provider path calls it); the result and seconds."""
+def complete(
+    standin: OpenAIStandIn, stream: bool = False, block_connect_for: float = 0.0, **request
+) -> tuple[object, float]:
+    """One call of the handler (as LiteLLM's custom provider path calls it); the result and seconds.
+    `block_connect_for`: seconds the handler's event loop is blocked right after its first connect."""
     handler = progress_handler().handler
     params = deployment_params(**request.pop("litellm_params", {}))
     call = {
@@ -56,7 +59,27 @@ def complete(standin: OpenAIStandIn, stream: bool = False, **request) -> tuple[o
         return [chunk async for chunk in handler.astreaming(**call)]
 
     started = time.monotonic()
-    return asyncio.run(run()), time.monotonic() - started
+    with asyncio.Runner(loop_factory=lambda: loop_blocked_after_first_connect(block_connect_for)) as runner:
+        return runner.run(run()), time.monotonic() - started
+
+
+def loop_blocked_after_first_connect(seconds: float) -> asyncio.AbstractEventLoop:
+    """An event loop that blocks for `seconds` once, just after it issued its first connect (the
+    kernel finishes a loopback connect at once; the loop learns of it only when it runs again)."""
+    loop = asyncio.new_event_loop()
+    if not seconds:
+        return loop
+    connect = loop.sock_connect
+
+    async def connect_then_block(sock, address):
+        connecting = asyncio.ensure_future(connect(sock, address))
+        await asyncio.sleep(0)  # connect(2) issued
+        loop.sock_connect = connect
+        time.sleep(seconds)  # the point: a loop that cannot run
+        return await connecting
+
+    loop.sock_connect = connect_then_block
+    return loop
 
 
 # --- item 2: the pool is sized from what vLLM runs ----------------------------------------------------
@@ -122,3 +145,26 @@ def test_the_whole_answer_cap_holds_while_tokens_flow(vllm):
     took = time.monotonic() - started
     print(f"\n[cap] vllm.timeoutSeconds 5, a 15 s answer with tokens flowing: given up after {took:.2f} s")
     assert 5 <= took < 6
+
+
+# --- a blocked event loop is not a dropped SYN --------------------------------------------------------
+
+
+def test_a_connect_the_gateways_own_blocked_loop_made_late_is_tried_again_not_judged_dropped(vllm):
+    # The gateway's loop blocked for 1.5 s while the connect ran (CPU throttled at the pod's limit, a
+    # lazy import at first use): the 1 s connect timer fires in the same loop turn as the finished
+    # connect and wins. Once judged "dropped packets", a replica's first probe cooled vLLM down in CI.
+    answer, took = complete(vllm, block_connect_for=1.5)
+    assert answer.model_dump()["choices"][0]["message"]["content"] == "[vllm] w1 w2 w3 w4 w5 w6 w7"
+    print(f"\n[connect] loop blocked 1.5 s during the connect: vLLM answered after {took:.2f} s")
+
+
+def test_a_dropped_syn_is_judged_after_two_connect_tries(vllm):
+    vllm.set_mode("blackhole")  # the kernel drops every SYN: a connect neither succeeds nor is refused
+    progress = progress_handler()
+    started = time.monotonic()
+    with pytest.raises(litellm.Timeout, match="did not accept a connection in 2 tries of 1 s"):
+        complete(vllm)
+    took = time.monotonic() - started
+    print(f"\n[connect] dropped SYNs: judged after {took:.2f} s")
+    assert progress.CONNECT_TRIES * progress.CONNECT_TIMEOUT_SECONDS <= took < 2.5
