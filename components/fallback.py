@@ -52,6 +52,7 @@ from components.names import (
     GATEWAY_PORT,
     GATEWAY_SERVICE,
     HONEST_ERRORS_FILE,
+    LITELLM_METRICS,
     MASTER_KEY_ENV,
     MAX_REQUEST_BYTES_ENV,
     OLLAMA_PORT,
@@ -268,6 +269,13 @@ def callbacks(settings: Settings) -> list[str]:
     return names
 
 
+def _metrics_settings(settings: Settings) -> dict[str, Any]:
+    """Only the Prometheus series something reads (names.LITELLM_METRICS), all their labels kept."""
+    if not settings.gateway.metrics:
+        return {}
+    return {"prometheus_metrics_config": [{"group": PROJECT, "metrics": list(LITELLM_METRICS)}]}
+
+
 def shared_state_prefix(settings: Settings) -> str:
     """Every key the fleet writes to Redis starts with this: stacks sharing one Redis never mix."""
     return f"{PROJECT}:{settings.namespace}"
@@ -338,6 +346,7 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
                 {"provider": PROGRESS_PROVIDER, "custom_handler": f"{PROGRESS_HANDLER_FILE.stem}.handler"}
             ],
             "callbacks": callbacks(settings),
+            **_metrics_settings(settings),
         },
         "general_settings": _general_settings(settings, chain),
     }

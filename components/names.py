@@ -63,6 +63,21 @@ GATEWAY_MODULES = (
 )
 # The LiteLLM custom provider that gateway/vllm_progress.py registers (`<provider>/<model>`).
 PROGRESS_PROVIDER = "vllm-progress"
+# The LiteLLM Prometheus metrics that the alerts, the dashboard and docs/monitoring.md read. LiteLLM
+# emits only these (`prometheus_metrics_config`): its ~75 others (budgets, rate-limit gauges, per-key
+# series) cost ~2 ms of CPU per request, and nothing reads them. tests/test_observability.py holds
+# every metric the rules and the dashboard query to this list.
+LITELLM_METRICS = (
+    "litellm_proxy_total_requests_metric",
+    "litellm_deployment_total_requests",
+    "litellm_deployment_success_responses",
+    "litellm_deployment_failure_responses",
+    "litellm_deployment_successful_fallbacks",
+    "litellm_deployment_failed_fallbacks",
+    "litellm_deployment_state",
+    "litellm_llm_api_latency_metric",
+    "litellm_spend_metric",
+)
 
 
 # The chain's first group is its client-facing name; every later tier is a group of its own,

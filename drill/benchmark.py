@@ -1,13 +1,15 @@
 """Benchmark: gateway overhead, failover and recovery, on this machine, in one run.
 
-    .venv/bin/python -m drill.benchmark                 # ~5 minutes on 2 cores
-    .venv/bin/python -m drill.benchmark --trials-only   # LiteLLM's settings and Redis on/off only
-    .venv/bin/python -m drill.benchmark --write         # also write both tables into docs/benchmark.md
+    .venv/bin/python -m drill.benchmark                       # ~12 minutes on 2 cores
+    .venv/bin/python -m drill.benchmark --side-by-side-only   # the seed config against the project only
+    .venv/bin/python -m drill.benchmark --trials-only         # LiteLLM's settings and Redis on/off only
+    .venv/bin/python -m drill.benchmark --write               # also write the tables into docs/benchmark.md
 
-Prints two Markdown tables, the trials (overhead per way of running the gateway) and the rest
-(failover, recovery, a saturated GPU, the progress path), each row beside its target; with --write
-it also replaces both blocks in docs/benchmark.md (between markers, headed by the date, the machine
-and the LiteLLM version), so figures there come from a run (`--trials-only --write`: the trials' block).
+Prints three Markdown tables: the project against the hand-written seed config, side by side in
+one run with the ratio (`side_by_side`); the trials (overhead per way of running the gateway); and
+the rest (failover, recovery, a saturated GPU, the progress path), each row beside its target. With
+--write it also replaces their blocks in docs/benchmark.md (between markers, headed by the date, the
+machine and the LiteLLM version), so figures there come from a run.
 Everything runs on 127.0.0.1: the real LiteLLM proxy on the dev stack's rendered config, and the
 stand-ins. Overhead is measured as the difference between calling the
 vLLM stand-in through the gateway and calling it directly, in the same run (runs are noisy).
@@ -24,18 +26,22 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
+from components.names import CONFIG_FILE_NAME
 from components.reference import replace_between
+from components.settings import Settings
 from components.stack_files import ROOT, stack_settings
 from drill.client import chat
 from drill.redis_server import RedisServer
-from drill.runner import DRILL_MASTER_KEY, Drill, free_port
+from drill.runner import DRILL_MASTER_KEY, Drill, GatewayProcess, drill_files, free_port
 from drill.saturation import ANSWER_SECONDS, CONCURRENT, SLOTS, freeze_under_load, tokens_per_second
 from drill.timeline import Timeline
 
@@ -141,17 +147,21 @@ def failover_rows(drill: Drill, timeline: Timeline) -> list[str]:
 
 
 def long_answer_rows(progress: Drill, plain: Drill, tokens: int = 1000, count: int = 20) -> list[str]:
-    def median_for(drill: Drill) -> float:
+    def median_for(drill: Drill, url: str, model: str) -> float:
         drill.standins["vllm"].set_mode("up", tokens=tokens)
-        latencies = load(f"{drill.url}/v1/chat/completions", drill.settings.gateway.model_name, 1, count)
+        latencies = load(f"{url}/v1/chat/completions", model, 1, count)
         drill.standins["vllm"].set_mode("up")
         return statistics.median(latencies)
 
-    progress_median, plain_median = median_for(progress), median_for(plain)
+    model = progress.settings.gateway.model_name
+    progress_median, plain_median = median_for(progress, progress.url, model), median_for(plain, plain.url, model)
+    vllm = progress.standins["vllm"]
+    direct_median = median_for(progress, vllm.url, vllm.model)
     return [
         row(
-            f"{tokens}-token non-streaming answer, progress path vs plain path",
-            f"median {ms(progress_median)} vs {ms(plain_median)} ({ms(progress_median - plain_median)} added)",
+            f"{tokens}-token non-streaming answer: progress path, plain path, vLLM direct",
+            f"median {ms(progress_median)}, {ms(plain_median)}, {ms(direct_median)} "
+            f"({ms(progress_median - direct_median)} added by the gateway)",
         )
     ]
 
@@ -237,6 +247,158 @@ def trial_rows(total: int, concurrency_levels=(1, 16), trials=TRIALS) -> list[st
     return rows
 
 
+# --- the project against the hand-written seed config, side by side -----------------------------------
+
+
+def seed_config(api_bases: dict[str, str], settings: Settings) -> dict[str, Any]:
+    """The config a user writes by hand (the seed's): three groups, ordered fallbacks, a master key,
+    a 3 s global timeout and one retry, no callbacks, no metrics. The yardstick of NFR66's overhead."""
+    vllm, ollama, cloud = (api_bases[tier] for tier in ("vllm", "ollama", "openai"))
+    return {
+        "model_list": [
+            {
+                "model_name": "chat",
+                "litellm_params": {"model": f"openai/{settings.vllm.model}", "api_base": vllm, "api_key": "none"},
+            },
+            {
+                "model_name": "chat-ollama",
+                "litellm_params": {"model": f"ollama_chat/{settings.ollama.model}", "api_base": ollama},
+            },
+            {
+                "model_name": "chat-openai",
+                "litellm_params": {
+                    "model": f"openai/{settings.openai.model}",
+                    "api_base": cloud,
+                    "api_key": "os.environ/OPENAI_API_KEY",
+                },
+            },
+        ],
+        "router_settings": {"fallbacks": [{"chat": ["chat-ollama", "chat-openai"]}]},
+        "litellm_settings": {"request_timeout": 3, "num_retries": 1},
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
+
+
+def prod_features(redis: bool) -> Settings:
+    """The prod stack's gateway, every feature on (metrics, spend guard, checks, progress provider),
+    with Redis or without."""
+    prod = stack_settings("prod")
+    return dataclasses.replace(prod, redis=dataclasses.replace(prod.redis, mode="deploy" if redis else "off"))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (/proc/<pid>/stat): what a request costs, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Overhead:
+    """One gateway's figures in one round: added latency (gateway minus direct), req/s, CPU."""
+
+    c1_p50: float
+    c16_p50: float
+    c16_p99: float
+    requests_per_second: float
+    cpu_ms_per_request: float
+
+
+def measure_overhead(gateway: GatewayProcess, direct_url: str, model: str, direct_model: str, total: int) -> Overhead:
+    url = f"{gateway.url}/v1/chat/completions"
+    direct1, through1 = load(direct_url, direct_model, 1, total), load(url, model, 1, total)
+    direct16 = load(direct_url, direct_model, 16, total)
+    cpu_before, started = process_cpu_seconds(gateway.process.pid), time.perf_counter()
+    through16 = load(url, model, 16, total)
+    elapsed, cpu = time.perf_counter() - started, process_cpu_seconds(gateway.process.pid) - cpu_before
+    return Overhead(
+        c1_p50=percentile(through1, 0.5) - percentile(direct1, 0.5),
+        c16_p50=percentile(through16, 0.5) - percentile(direct16, 0.5),
+        c16_p99=percentile(through16, 0.99) - percentile(direct16, 0.99),
+        requests_per_second=len(through16) / elapsed,
+        cpu_ms_per_request=cpu / len(through16) * 1000,
+    )
+
+
+def gateway_on_config(drill: Drill, config: dict[str, Any] | None) -> GatewayProcess:
+    """A proxy on the drill's stand-ins: the drill's own rendered directory, or `config` alone."""
+    if config is not None:
+        drill.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-seed-"))
+        (drill.workdir / CONFIG_FILE_NAME).write_text(yaml.safe_dump(config, sort_keys=False))
+    return drill.new_gateway()
+
+
+SIDE_BY_SIDE = (
+    "seed config (hand-written)",
+    "this project, prod features, Redis off",
+    "this project, prod features, Redis on",
+)
+
+
+def side_by_side(
+    total: int = 320, rounds: int = 2, labels: tuple[str, ...] = SIDE_BY_SIDE
+) -> dict[str, list[Overhead]]:
+    """Each configuration's figures per round, alternating seed / project / project + Redis, all on
+    the same stand-ins (those of a project drill), so machine noise lands on all of them alike."""
+    figures: dict[str, list[Overhead]] = {label: [] for label in labels}
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(RedisServer(free_port())).url
+        drills = {
+            SIDE_BY_SIDE[0]: Drill(prod_features(redis=False)),
+            SIDE_BY_SIDE[1]: Drill(prod_features(redis=False)),
+            SIDE_BY_SIDE[2]: Drill(prod_features(redis=True), redis_url=redis_url),
+        }
+        bases = drills[SIDE_BY_SIDE[1]].start_standins()
+        stack.callback(drills[SIDE_BY_SIDE[1]].stop)
+        for label, drill in drills.items():
+            drill.standins = drills[SIDE_BY_SIDE[1]].standins
+            if label != SIDE_BY_SIDE[0]:
+                drill.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-project-"))
+                for name, text in drill_files(drill.settings, bases).items():
+                    (drill.workdir / name).write_text(text)
+        vllm = drills[SIDE_BY_SIDE[1]].standins["vllm"]
+        direct_url, direct_model = f"{vllm.url}/v1/chat/completions", vllm.model
+        for _ in range(rounds):
+            for label in labels:
+                drill = drills[label]
+                config = seed_config(bases, drill.settings) if label == SIDE_BY_SIDE[0] else None
+                gateway = gateway_on_config(drill, config).start()
+                try:
+                    figures[label].append(measure_overhead(gateway, direct_url, "chat", direct_model, total))
+                finally:
+                    gateway.stop()
+    return figures
+
+
+def median_overhead(rounds: list[Overhead]) -> Overhead:
+    return Overhead(*(statistics.median(getattr(r, f.name) for r in rounds) for f in dataclasses.fields(Overhead)))
+
+
+SIDE_BY_SIDE_HEAD = [
+    "| configuration | c=1 p50 added | c=16 p50 added | c=16 p99 added | req/s at c=16 | CPU per request |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def side_by_side_rows(figures: dict[str, list[Overhead]]) -> list[str]:
+    """Medians of the rounds; each project cell with its ratio to the seed's (below 1: cheaper)."""
+    seed = median_overhead(figures[SIDE_BY_SIDE[0]])
+    rows = []
+    for label, rounds in figures.items():
+        mine = median_overhead(rounds)
+        cells = []
+        for name, text in (
+            ("c1_p50", ms(mine.c1_p50)),
+            ("c16_p50", ms(mine.c16_p50)),
+            ("c16_p99", ms(mine.c16_p99)),
+            ("requests_per_second", f"{mine.requests_per_second:.0f}"),
+            ("cpu_ms_per_request", f"{mine.cpu_ms_per_request:.1f} ms"),
+        ):
+            ratio = getattr(mine, name) / getattr(seed, name)
+            cells.append(text if label == SIDE_BY_SIDE[0] else f"{text} ({ratio:.2f} x seed)")
+        rows.append(f"| {label} | {' | '.join(cells)} |")
+    return rows
+
+
 BENCHMARK_PAGE = ROOT / "docs" / "benchmark.md"
 
 
@@ -258,7 +420,7 @@ def run_header(when: datetime.datetime | None = None) -> str:
     )
 
 
-TRIALS_MARKER, RUN_MARKER = "benchmark-trials", "benchmark"
+TRIALS_MARKER, RUN_MARKER, SEED_MARKER = "benchmark-trials", "benchmark", "benchmark-seed"
 
 
 def write_table(rows: list[str], marker: str, page: Path = BENCHMARK_PAGE) -> None:
@@ -278,7 +440,15 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, default=Path("benchmark-failover.png"), help="failover timeline PNG")
     parser.add_argument("--trials-only", action="store_true", help="only LiteLLM's settings and Redis, side by side")
     parser.add_argument("--write", action="store_true", help=f"write the tables into {BENCHMARK_PAGE.name}")
+    parser.add_argument("--side-by-side-only", action="store_true", help="only the seed config against the project")
     args = parser.parse_args()
+    if not args.trials_only:
+        seed_rows = SIDE_BY_SIDE_HEAD + side_by_side_rows(side_by_side(args.requests))
+        print("\n".join(seed_rows))
+        if args.write:
+            write_table(seed_rows, SEED_MARKER)
+        if args.side_by_side_only:
+            return
     settings = stack_settings("dev")
     trials = trial_rows(args.requests)
     print("\n".join(TABLE_HEAD + trials))

@@ -16,12 +16,15 @@ No message carries an address, a port or a key fragment.
 """
 
 import json
+import logging
 import re
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
 from prometheus_client import REGISTRY, Counter
+
+_log = logging.getLogger("llm_gateway.honest_errors")
 
 
 def gateway_counter(name: str, documentation: str, labels: list[str]) -> Counter:
@@ -206,7 +209,9 @@ class HonestErrors(CustomLogger):
         try:
             async for chunk in response:
                 yield chunk
-        except Exception:  # any error mid-stream: the client gets none of its internals
+        except Exception as failed:  # any error mid-stream: the client gets none of its internals
+            # ... and the operator all of them: this replaces LiteLLM's own log line for it.
+            _log.warning("a stream failed after its first chunk: %s", type(failed).__name__, exc_info=True)
             yield stream_error_event()
 
 

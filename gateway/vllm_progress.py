@@ -28,7 +28,9 @@ Limits (the deployment's litellm_params, rendered from stack config by component
   next tier even though the engine progresses. It raises `litellm.APIConnectionError`, which
   LiteLLM never cools down (router_utils/cooldown_handlers.py `_is_cooldown_required`), so one
   spilled request does not take vLLM away from everyone;
-- `timeout` (the deployment's own): an overall cap, so nothing runs forever.
+- `timeout` (the deployment's own): an overall cap, so nothing runs forever; checked on every
+  event too. Past it, `litellm.APIConnectionError` as for `max_queue_seconds`: a long answer is not
+  a hung GPU, and is not cooled down.
 A hung engine raises `litellm.Timeout`: the router falls back and cools vLLM down. For a
 non-streaming client the events are assembled into the usual chat.completion. An error answer that
 asks to be retried shortly (a 5xx; a `Retry-After`) is tried once more on vLLM first, if the retry
@@ -310,6 +312,11 @@ class Spilled(Exception):
     """Over the queue budget while the engine progresses: the next tier, without a cooldown."""
 
 
+class OverCap(Exception):
+    """Past the whole-answer cap (`timeout`) while the engine progressed: a long answer, not a hung
+    GPU, so no cooldown (as a `litellm.Timeout` it cooled vLLM down for the fleet)."""
+
+
 def quiet(limits: Limits, sent: float, own_last: float | None) -> tuple[float, float]:
     """Since when a request has had no event, and how long it may: `first_token` before its first
     event, `stall` after one."""
@@ -354,6 +361,8 @@ async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, o
             why = verdict(limits, watch, sent, own_last, now)
             if why == "queue budget":
                 raise Spilled()
+            if why == "overall timeout":
+                raise OverCap()
             if why is not None:
                 raise TimeoutError(why)
     finally:
@@ -426,6 +435,34 @@ async def _connect_tried(attempt: Callable[[], Awaitable[T]]) -> T:
     return await attempt()
 
 
+async def _drained(lines: AsyncIterator[str], limits: Limits) -> None:
+    """The rest of the body after `[DONE]` (only the chunked encoding's end), read so the connection
+    goes back to the pool: closed half-read, it cost a new TCP connection per request (~0.5 ms of
+    CPU here, a handshake and an accept on vLLM's side)."""
+
+    async def to_the_end() -> None:
+        async for _ in lines:
+            pass
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(to_the_end(), limits.stall)
+
+
+def _in_band_error(event: dict[str, Any], model: str, provider: str) -> Exception | None:
+    """vLLM ends a stream that failed inside the engine with an error event, then `[DONE]`
+    (serving_chat.py `create_streaming_error_response`): skipped, the cut answer would look whole."""
+    if event.get("choices"):
+        return None
+    error = event.get("error") if isinstance(event.get("error"), dict) else None
+    if error is None and event.get("object") == "error":  # the older, flat ErrorResponse
+        error = event
+    if error is None:
+        return None
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    return _status_error(status, json.dumps({"error": error}), model, provider)
+
+
 def _parsed_event(data: str) -> dict[str, Any] | None:
     """One SSE event's JSON object, or None for one that is not (cut, rewritten by a proxy on the way).
     Skipping it keeps the answer; raising would end the stream with an error for one bad line."""
@@ -475,19 +512,27 @@ async def vllm_events(
                 continue
             data = line[len("data:") :].strip()
             if data == "[DONE]":
+                await _drained(lines, limits)
                 return
             own_last = time.monotonic()
             watch.saw_event()
             if own_last - sent >= limits.total:
                 # The quiet-time checks never run while events flow: the whole-answer cap is
                 # checked on every event too (the drain, GRACEFUL_SHUTDOWN_TIMEOUT, counts on it).
-                raise TimeoutError("overall timeout while tokens flowed")
+                raise OverCap()
             event = _parsed_event(data)
-            if event is not None:  # a malformed event is skipped; the answer goes on (Failover Bench S10)
-                yield event
+            if event is None:  # a malformed event is skipped; the answer goes on (Failover Bench S10)
+                continue
+            failed_in_engine = _in_band_error(event, model, limits.provider)
+            if failed_in_engine is not None:
+                raise failed_in_engine
+            yield event
     except Spilled:
         waited = time.monotonic() - sent
         raise error(litellm.APIConnectionError, f"vLLM queue budget spent ({waited:.1f} s waiting)") from None
+    except OverCap:
+        capped = f"vLLM answer over the whole-answer cap of {limits.total:g} s (vllm.timeoutSeconds)"
+        raise error(litellm.APIConnectionError, capped) from None
     except TimeoutError as why:
         raise error(litellm.Timeout, f"vLLM made no progress: {why}") from None
     except httpx.ConnectError as refused:
@@ -554,12 +599,18 @@ def _probe_answer(model: str, state: str) -> dict[str, Any]:
 
 
 def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
-    call = calls.setdefault(delta.get("index", 0), {"type": "function", "function": {"name": "", "arguments": ""}})
-    if delta.get("id"):
-        call["id"] = delta["id"]
+    """One tool call's pieces, kept as lists (joined once at the end: `+=` on a dict's string copies
+    the whole string per event)."""
+    call = calls.setdefault(delta.get("index", 0), {"id": None, "name": [], "arguments": []})
+    call["id"] = delta.get("id") or call["id"]
     function = delta.get("function") or {}
-    call["function"]["name"] += function.get("name") or ""
-    call["function"]["arguments"] += function.get("arguments") or ""
+    call["name"].append(function.get("name") or "")
+    call["arguments"].append(function.get("arguments") or "")
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = {"name": "".join(call["name"]), "arguments": "".join(call["arguments"])}
+    return {**({"id": call["id"]} if call["id"] else {}), "type": "function", "function": function}
 
 
 class _AssembledChoice:
@@ -573,19 +624,21 @@ class _AssembledChoice:
 
     def add(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta") or {}
-        self.content.append(delta.get("content") or "")
+        if delta.get("content"):
+            self.content.append(delta["content"])
         for call in delta.get("tool_calls") or []:
             _merge_tool_call(self.calls, call)
         self.finish_reason = choice.get("finish_reason") or self.finish_reason
         logprobs = choice.get("logprobs")
         if logprobs:
-            self.logprobs = (self.logprobs or []) + list(logprobs.get("content") or [])
+            self.logprobs = self.logprobs if self.logprobs is not None else []
+            self.logprobs.extend(logprobs.get("content") or [])
 
     def as_choice(self, index: int) -> dict[str, Any]:
         text = "".join(self.content) if self.content or not self.calls else None
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if self.calls:
-            message["tool_calls"] = [self.calls[key] for key in sorted(self.calls)]
+            message["tool_calls"] = [_tool_call(self.calls[key]) for key in sorted(self.calls)]
         choice = {"index": index, "message": message, "finish_reason": self.finish_reason or "stop"}
         if self.logprobs is not None:
             choice["logprobs"] = {"content": self.logprobs}

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
 
+from components.fallback import litellm_config
+from components.names import LITELLM_METRICS
 from components.observability import alert_rules, dashboard, dashboard_queries, prometheus_rule_spec
 from components.settings import parse_settings
-from components.stack_files import stack_settings
+from components.stack_files import ROOT, stack_settings
 from drill.capture import PHASES, metric_names, phase_end_minute, run_phases
 from drill.runner import Drill
 from pulumi_harness import CONFIG_MAP, run_program
@@ -236,3 +239,22 @@ def test_promtool_fires_the_progress_blind_alert_while_any_gateway_pod_is_blind(
     # `for: 5m` from minute 5: pending at 9, firing at 10 and 20, resolved once the pod reads them again.
     expected = {"4m": [], "9m": [], "10m": firing, "20m": firing, "22m": []}
     assert_promtool_alert(tmp_path, SETTINGS, rule, series, expected)
+
+
+def litellm_metric(series: str) -> str:
+    """A series' metric as LiteLLM's `prometheus_metrics_config` names it (no `_total`, `_bucket`, …)."""
+    return re.sub(r"_(total|bucket|sum|count)$", "", series)
+
+
+def test_litellm_emits_every_metric_the_alerts_the_dashboard_and_the_docs_read():
+    settings = dataclasses.replace(
+        stack_settings("prod"), alerts=dataclasses.replace(stack_settings("prod").alerts, enabled=True, dashboard=True)
+    )
+    read = json.dumps(alert_rules(settings)) + json.dumps(dashboard_queries(settings))
+    read += (ROOT / "docs" / "monitoring.md").read_text()
+    named = {litellm_metric(series) for series in re.findall(r"\blitellm_[a-z_]+", read)}
+    assert named and named <= set(LITELLM_METRICS), named - set(LITELLM_METRICS)
+    config = litellm_config(settings)["litellm_settings"]
+    assert config["prometheus_metrics_config"][0]["metrics"] == list(LITELLM_METRICS)
+    quiet = dataclasses.replace(settings, gateway=dataclasses.replace(settings.gateway, metrics=False))
+    assert "prometheus_metrics_config" not in litellm_config(quiet)["litellm_settings"]
