@@ -52,6 +52,7 @@ from components.names import (
     GATEWAY_PORT,
     GATEWAY_SERVICE,
     HONEST_ERRORS_FILE,
+    LEAN_METRICS_FILE,
     LITELLM_METRICS,
     MASTER_KEY_ENV,
     MAX_REQUEST_BYTES_ENV,
@@ -261,11 +262,12 @@ def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> di
 def callbacks(settings: Settings) -> list[str]:
     """LiteLLM callbacks: the request check, the context check, honest errors, the cloud spend guard and
     the answering model's name always;
-    Prometheus metrics (per-tier requests, failures, `litellm_deployment_successful_fallbacks_total`) if on."""
+    Prometheus metrics (per-tier requests, failures, `litellm_deployment_successful_fallbacks_total`) and
+    lean_metrics (no work for series nobody reads) if on."""
     checks = (REQUEST_CHECK_FILE, CONTEXT_CHECK_FILE, HONEST_ERRORS_FILE, CLOUD_GUARD_FILE, SERVED_MODEL_FILE)
     names = [f"{path.stem}.handler" for path in checks]
     if settings.gateway.metrics:
-        names.append("prometheus")
+        names += ["prometheus", f"{LEAN_METRICS_FILE.stem}.handler"]
     return names
 
 

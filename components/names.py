@@ -53,6 +53,7 @@ CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"  # the cloud tier's rpm / tpm
 REQUEST_CHECK_FILE = GATEWAY_CODE / "request_check.py"  # a malformed request gets a 400, no tier sees it
 CONTEXT_CHECK_FILE = GATEWAY_CODE / "context_check.py"  # a prompt longer than the chain's context gets a 400
 SERVED_MODEL_FILE = GATEWAY_CODE / "served_model.py"  # an answer's `model` names the model that answered
+LEAN_METRICS_FILE = GATEWAY_CODE / "lean_metrics.py"  # LiteLLM's metrics without work for unread series
 GATEWAY_MODULES = (
     PROGRESS_HANDLER_FILE,
     HONEST_ERRORS_FILE,
@@ -60,13 +61,15 @@ GATEWAY_MODULES = (
     REQUEST_CHECK_FILE,
     CONTEXT_CHECK_FILE,
     SERVED_MODEL_FILE,
+    LEAN_METRICS_FILE,
 )
 # The LiteLLM custom provider that gateway/vllm_progress.py registers (`<provider>/<model>`).
 PROGRESS_PROVIDER = "vllm-progress"
 # The LiteLLM Prometheus metrics that the alerts, the dashboard and docs/monitoring.md read. LiteLLM
 # emits only these (`prometheus_metrics_config`): its ~75 others (budgets, rate-limit gauges, per-key
-# series) cost ~2 ms of CPU per request, and nothing reads them. tests/test_observability.py holds
-# every metric the rules and the dashboard query to this list.
+# series) cost ~2 ms of CPU per request, and nothing reads them. tests/test_alerts.py holds every
+# metric the rules, the dashboard and the docs query to this list; gateway/lean_metrics.py skips the
+# work LiteLLM still does for the others.
 LITELLM_METRICS = (
     "litellm_proxy_total_requests_metric",
     "litellm_deployment_total_requests",

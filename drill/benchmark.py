@@ -81,10 +81,11 @@ async def _load(url: str, payload: dict, headers: dict, concurrency: int, per_wo
     return latencies
 
 
-def load(url: str, model: str, concurrency: int, total: int) -> list[float]:
+def load(url: str, model: str, concurrency: int, total: int, warm: bool = True) -> list[float]:
     payload = {"model": model, "messages": [{"role": "user", "content": "benchmark"}]}
     headers = {"Authorization": f"Bearer {DRILL_MASTER_KEY}"}
-    asyncio.run(_load(url, payload, headers, concurrency, 5))  # warm-up
+    if warm:
+        asyncio.run(_load(url, payload, headers, concurrency, 5))
     return asyncio.run(_load(url, payload, headers, concurrency, max(1, total // concurrency)))
 
 
@@ -293,30 +294,22 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 @dataclass
-class Overhead:
-    """One gateway's figures in one round: added latency (gateway minus direct), req/s, CPU."""
+class Batches:
+    """One configuration's pooled measurements over every batch of a side-by-side run."""
 
-    c1_p50: float
-    c16_p50: float
-    c16_p99: float
-    requests_per_second: float
-    cpu_ms_per_request: float
+    c1: list[float] = field(default_factory=list)  # latencies, one client
+    c16: list[float] = field(default_factory=list)  # latencies, 16 clients
+    c16_seconds: float = 0.0  # wall time of the 16-client batches
+    cpu_seconds: float = 0.0  # the proxy's CPU over the 16-client batches (0 for direct calls)
 
 
-def measure_overhead(gateway: GatewayProcess, direct_url: str, model: str, direct_model: str, total: int) -> Overhead:
-    url = f"{gateway.url}/v1/chat/completions"
-    direct1, through1 = load(direct_url, direct_model, 1, total), load(url, model, 1, total)
-    direct16 = load(direct_url, direct_model, 16, total)
-    cpu_before, started = process_cpu_seconds(gateway.process.pid), time.perf_counter()
-    through16 = load(url, model, 16, total)
-    elapsed, cpu = time.perf_counter() - started, process_cpu_seconds(gateway.process.pid) - cpu_before
-    return Overhead(
-        c1_p50=percentile(through1, 0.5) - percentile(direct1, 0.5),
-        c16_p50=percentile(through16, 0.5) - percentile(direct16, 0.5),
-        c16_p99=percentile(through16, 0.99) - percentile(direct16, 0.99),
-        requests_per_second=len(through16) / elapsed,
-        cpu_ms_per_request=cpu / len(through16) * 1000,
-    )
+def run_batch(url: str, model: str, into: Batches, per_batch: int, pid: int | None) -> None:
+    """One 1-client and one 16-client batch; with `pid`, that process's CPU over the latter."""
+    into.c1 += load(url, model, 1, per_batch // 4, warm=False)
+    cpu_before, started = process_cpu_seconds(pid) if pid else 0.0, time.perf_counter()
+    into.c16 += load(url, model, 16, per_batch, warm=False)
+    into.c16_seconds += time.perf_counter() - started
+    into.cpu_seconds += process_cpu_seconds(pid) - cpu_before if pid else 0.0
 
 
 def gateway_on_config(drill: Drill, config: dict[str, Any] | None) -> GatewayProcess:
@@ -332,70 +325,90 @@ SIDE_BY_SIDE = (
     "this project, prod features, Redis off",
     "this project, prod features, Redis on",
 )
+DIRECT = "vLLM stand-in, direct"
 
 
-def side_by_side(
-    total: int = 320, rounds: int = 2, labels: tuple[str, ...] = SIDE_BY_SIDE
-) -> dict[str, list[Overhead]]:
-    """Each configuration's figures per round, alternating seed / project / project + Redis, all on
-    the same stand-ins (those of a project drill), so machine noise lands on all of them alike."""
-    figures: dict[str, list[Overhead]] = {label: [] for label in labels}
+def side_by_side(total: int = 480, batches: int = 8, labels: tuple[str, ...] = SIDE_BY_SIDE) -> dict[str, Batches]:
+    """Every configuration running at once on the same stand-ins, measured in small batches taken in
+    turn (the order rotating), so that a noisy machine's drift lands on all of them alike; the vLLM
+    stand-in called directly in the same turns is the baseline. `total`: 16-client requests each."""
+    figures = {label: Batches() for label in (*labels, DIRECT)}
     with contextlib.ExitStack() as stack:
-        redis_url = stack.enter_context(RedisServer(free_port())).url
-        drills = {
-            SIDE_BY_SIDE[0]: Drill(prod_features(redis=False)),
-            SIDE_BY_SIDE[1]: Drill(prod_features(redis=False)),
-            SIDE_BY_SIDE[2]: Drill(prod_features(redis=True), redis_url=redis_url),
-        }
-        bases = drills[SIDE_BY_SIDE[1]].start_standins()
-        stack.callback(drills[SIDE_BY_SIDE[1]].stop)
+        redis_url = stack.enter_context(RedisServer(free_port())).url if SIDE_BY_SIDE[2] in labels else None
+        drills = {label: Drill(prod_features(redis=label == SIDE_BY_SIDE[2]), redis_url=redis_url) for label in labels}
+        owner = Drill(prod_features(redis=False))
+        bases = owner.start_standins()
+        stack.callback(owner.stop)
+        gateways = {}
         for label, drill in drills.items():
-            drill.standins = drills[SIDE_BY_SIDE[1]].standins
-            if label != SIDE_BY_SIDE[0]:
+            drill.standins = owner.standins
+            config = seed_config(bases, drill.settings) if label == SIDE_BY_SIDE[0] else None
+            if config is None:
                 drill.workdir = Path(tempfile.mkdtemp(prefix="llm-gateway-project-"))
                 for name, text in drill_files(drill.settings, bases).items():
                     (drill.workdir / name).write_text(text)
-        vllm = drills[SIDE_BY_SIDE[1]].standins["vllm"]
-        direct_url, direct_model = f"{vllm.url}/v1/chat/completions", vllm.model
-        for _ in range(rounds):
-            for label in labels:
-                drill = drills[label]
-                config = seed_config(bases, drill.settings) if label == SIDE_BY_SIDE[0] else None
-                gateway = gateway_on_config(drill, config).start()
-                try:
-                    figures[label].append(measure_overhead(gateway, direct_url, "chat", direct_model, total))
-                finally:
-                    gateway.stop()
+            gateways[label] = gateway_on_config(drill, config)
+            stack.callback(gateways[label].stop)
+            gateways[label].start()
+        vllm = owner.standins["vllm"]
+        targets = {
+            label: (f"{gateway.url}/v1/chat/completions", "chat", gateway.process.pid)
+            for label, gateway in gateways.items()
+        }
+        targets[DIRECT] = (f"{vllm.url}/v1/chat/completions", vllm.model, None)
+        for url, model, _ in targets.values():
+            load(url, model, 16, 32)  # warm: first-use imports are not the steady state
+        order = list(targets)
+        for turn in range(batches):
+            for label in order[turn % len(order) :] + order[: turn % len(order)]:
+                url, model, pid = targets[label]
+                run_batch(url, model, figures[label], max(16, total // batches), pid)
     return figures
 
 
-def median_overhead(rounds: list[Overhead]) -> Overhead:
-    return Overhead(*(statistics.median(getattr(r, f.name) for r in rounds) for f in dataclasses.fields(Overhead)))
-
-
 SIDE_BY_SIDE_HEAD = [
-    "| configuration | c=1 p50 added | c=16 p50 added | c=16 p99 added | req/s at c=16 | CPU per request |",
+    "| configuration | c=1 p50 added | c=16 p50 added | c=16 p99 | req/s at c=16 | CPU per request |",
     "|---|---|---|---|---|---|",
 ]
 
 
-def side_by_side_rows(figures: dict[str, list[Overhead]]) -> list[str]:
-    """Medians of the rounds; each project cell with its ratio to the seed's (below 1: cheaper)."""
-    seed = median_overhead(figures[SIDE_BY_SIDE[0]])
+def side_by_side_figures(figures: dict[str, Batches]) -> dict[str, dict[str, float]]:
+    """Per configuration: latency added to the direct call's (p50 at 1 and 16 clients), the p99 at 16
+    clients, requests per second at 16 clients and the proxy's CPU milliseconds per request."""
+    direct = figures[DIRECT]
+    return {
+        label: {
+            "c1_p50": percentile(batches.c1, 0.5) - percentile(direct.c1, 0.5),
+            "c16_p50": percentile(batches.c16, 0.5) - percentile(direct.c16, 0.5),
+            "c16_p99": percentile(batches.c16, 0.99),
+            "requests_per_second": len(batches.c16) / batches.c16_seconds,
+            "cpu_ms_per_request": batches.cpu_seconds / len(batches.c16) * 1000,
+        }
+        for label, batches in figures.items()
+        if label != DIRECT
+    }
+
+
+def side_by_side_rows(figures: dict[str, Batches]) -> list[str]:
+    """Each project cell with its ratio to the seed's (below 1: cheaper, or for req/s: slower)."""
+    table = side_by_side_figures(figures)
+    seed = table[SIDE_BY_SIDE[0]]
     rows = []
-    for label, rounds in figures.items():
-        mine = median_overhead(rounds)
+    for label, mine in table.items():
         cells = []
-        for name, text in (
-            ("c1_p50", ms(mine.c1_p50)),
-            ("c16_p50", ms(mine.c16_p50)),
-            ("c16_p99", ms(mine.c16_p99)),
-            ("requests_per_second", f"{mine.requests_per_second:.0f}"),
-            ("cpu_ms_per_request", f"{mine.cpu_ms_per_request:.1f} ms"),
-        ):
-            ratio = getattr(mine, name) / getattr(seed, name)
-            cells.append(text if label == SIDE_BY_SIDE[0] else f"{text} ({ratio:.2f} x seed)")
+        for name, value in mine.items():
+            text = (
+                f"{value:.0f}"
+                if name == "requests_per_second"
+                else ms(value / 1000 if name.startswith("cpu") else value)
+            )
+            cells.append(text if label == SIDE_BY_SIDE[0] else f"{text} ({value / seed[name]:.2f} x seed)")
         rows.append(f"| {label} | {' | '.join(cells)} |")
+    direct = figures[DIRECT]
+    rows.append(
+        f"| {DIRECT} (the baseline) | p50 {ms(percentile(direct.c1, 0.5))} | p50 {ms(percentile(direct.c16, 0.5))} "
+        f"| {ms(percentile(direct.c16, 0.99))} | {len(direct.c16) / direct.c16_seconds:.0f} | — |"
+    )
     return rows
 
 

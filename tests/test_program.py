@@ -168,6 +168,7 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
         "request_check.py",
         "context_check.py",
         "served_model.py",
+        "lean_metrics.py",
     }
     config = yaml.safe_load(data[CONFIG_FILE_NAME])
     handlers = config["litellm_settings"]["custom_provider_map"]
@@ -179,6 +180,7 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
         "cloud_guard.handler",
         "served_model.handler",
         "prometheus",
+        "lean_metrics.handler",
     ]
     assert config["model_list"][0]["litellm_params"]["model"].startswith("vllm-progress/")
     mount = container(default_run, "litellm")["volumeMounts"][0]
