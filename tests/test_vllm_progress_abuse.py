@@ -100,11 +100,15 @@ def test_the_probe_and_counters_have_a_client_of_their_own():
     progress = progress_handler()
 
     async def clients():
-        return progress._clients.get(150), progress._probe_clients.get(progress.PROBE_CONNECTIONS)
+        traffic = progress._sessions.get(150)
+        try:
+            return traffic.connector.limit, progress._probe_clients.get(progress.PROBE_CONNECTIONS)
+        finally:
+            await traffic.close()
 
-    traffic, probes = asyncio.run(clients())
-    assert traffic is not probes
-    assert traffic._transport._pool._max_connections == 150
+    traffic_pool, probes = asyncio.run(clients())
+    assert traffic_pool == 150
+    assert probes._transport._pool._max_connections == progress.PROBE_CONNECTIONS
 
 
 # --- item 4: every field vLLM produced, or a refusal up front -----------------------------------------
