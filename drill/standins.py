@@ -113,7 +113,7 @@ class StandIn:
         self.port = port
         self.tokens = tokens
         self.mode = Mode()
-        self.served: Counter[str] = Counter()  # "client", "probe", "client-received"
+        self.served: Counter[str] = Counter()  # "client", "probe", "client-received", "health"
         self.received_at: list[float] = []  # time.monotonic() of each client request
         self._runner: web.AppRunner | None = None
         self._release = None
@@ -398,6 +398,7 @@ class OpenAIStandIn(StandIn):
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def health(self, request: web.Request) -> web.Response:
+        self.served["health"] += 1  # a busy engine's probe asks only this and /metrics
         return web.Response(status=200)
 
     async def models(self, request: web.Request) -> web.Response:

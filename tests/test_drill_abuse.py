@@ -4,6 +4,7 @@ clients that leave. The handler's own rules (items 4, 5) are in tests/test_vllm_
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -11,14 +12,19 @@ from collections import Counter
 import httpx
 import pytest
 
+from components.fallback import vllm_connections
+from components.stack_files import stack_settings
 from drill.client import DRILL_MASTER_KEY, chat
+from drill.runner import Drill
 from drill.saturation import answers, send_at_once
 
 pytestmark = pytest.mark.drill
 
+POOL_OF_32 = 64  # the gateway's connections to a vLLM with --max-num-seqs 32 (twice its batch)
 HTTPX_DEFAULT_POOL = 100  # what the provider's client once held: the 101st stream waited in the gateway
 STREAMS = 130
 LEFT_WITHIN_SECONDS = 2.0
+DEV = stack_settings("dev")
 
 
 def test_more_streams_than_the_old_pool_all_run_on_vllm_and_the_probe_does_not_bench_it(fresh):
@@ -34,6 +40,27 @@ def test_more_streams_than_the_old_pool_all_run_on_vllm_and_the_probe_does_not_b
     print(f"\n[drill] {STREAMS} streams: vLLM ran {vllm.peak_running} at once; {dict(served)}; mid-load {during.tier}")
     assert vllm.peak_running > HTTPX_DEFAULT_POOL
     assert tiers == ["vllm"] and during.tier == "vllm"  # no cooldown from a probe queued behind traffic
+
+
+def test_a_full_pool_to_vllm_does_not_blind_the_probe():
+    # vLLM runs 32 sequences, so each gateway process holds 64 connections to it; 80 streams fill
+    # them and 16 wait in the gateway. The probe (every 5 s) has a client of its own: on the shared
+    # pool it would queue behind the 16, time out, and vLLM would be cooled down mid-load.
+    settings = dataclasses.replace(DEV, vllm=dataclasses.replace(DEV.vllm, extra_args=("--max-num-seqs", "32")))
+    assert vllm_connections(settings.vllm.extra_args) == POOL_OF_32
+    with Drill(settings) as drill:
+        vllm = drill.standins["vllm"]
+        vllm.set_mode("slow", delay=12, tokens=12)
+        futures = send_at_once(drill.url, settings.gateway.model_name, POOL_OF_32 + 16, stream=True)
+        time.sleep(settings.gateway.health_check_interval_seconds + 4)  # a probe came while the pool was full
+        probed = vllm.served["health"]
+        done = answers(futures)
+    served = Counter(answer.tier for answer in done)
+    print(
+        f"\n[drill] {POOL_OF_32 + 16} streams, pool {POOL_OF_32}: vLLM ran {vllm.peak_running} at once, {probed} probes; {dict(served)}"
+    )
+    assert vllm.peak_running == POOL_OF_32  # the pool was full: the rest waited in the gateway
+    assert probed >= 1 and set(served) == {"vllm"}
 
 
 def stream_then_leave(base_url: str, model: str, after_chunks: int) -> float:
