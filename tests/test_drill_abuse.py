@@ -56,10 +56,10 @@ def test_a_full_pool_to_vllm_does_not_blind_the_probe():
         probed = vllm.served["health"]
         done = answers(futures)
     served = Counter(answer.tier for answer in done)
-    print(
-        f"\n[drill] {POOL_OF_32 + 16} streams, pool {POOL_OF_32}: vLLM ran {vllm.peak_running} at once, {probed} probes; {dict(served)}"
-    )
-    assert vllm.peak_running == POOL_OF_32  # the pool was full: the rest waited in the gateway
+    print(f"\n[drill] {POOL_OF_32 + 16} streams, pool {POOL_OF_32}: vLLM ran {vllm.peak_running}, {probed} probes")
+    print(f"[drill] served: {dict(served)}")
+    # The pool was full and the rest waited in the gateway (one more: an idle-engine probe's token).
+    assert POOL_OF_32 <= vllm.peak_running <= POOL_OF_32 + 1
     assert probed >= 1 and set(served) == {"vllm"}
 
 
