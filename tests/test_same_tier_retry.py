@@ -37,13 +37,19 @@ async def vllm_that_fails_once_then_hangs(head_after: float, retry_after: str | 
         body = {"error": {"message": "The engine is overloaded.", "type": "server_error", "code": 503}}
         return web.json_response(body, status=503, headers=headers)
 
+    runner, api_base = await serve_chat(chat)
+    return runner, api_base, arrived
+
+
+async def serve_chat(chat) -> tuple[web.AppRunner, str]:
+    """A loopback server whose POST /v1/chat/completions is `chat`: its runner and its api_base."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/v1", arrived
+    return runner, f"http://127.0.0.1:{port}/v1"
 
 
 def given_up_after(head_after: float, retry_after: str | None) -> tuple[float, int, type]:

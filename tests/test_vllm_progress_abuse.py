@@ -21,6 +21,7 @@ from drill.runner import free_port
 from drill.standins import OpenAIStandIn
 from tests.test_failover_bench import progress_handler
 from tests.test_fallback import settings_for
+from tests.test_same_tier_retry import serve_chat
 
 MODEL = "stand-in-model"
 
@@ -252,12 +253,7 @@ def test_answers_one_after_another_reuse_one_connection_to_vllm():
         return response
 
     async def run() -> list[str]:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, api_base = await serve_chat(chat)
         params = deployment_params()
         try:
             answers = []
@@ -265,7 +261,7 @@ def test_answers_one_after_another_reuse_one_connection_to_vllm():
                 answer = await handler.acompletion(
                     model=MODEL,
                     messages=[{"role": "user", "content": "hello"}],
-                    api_base=f"http://127.0.0.1:{port}/v1",
+                    api_base=api_base,
                     api_key="none",
                     optional_params={},
                     litellm_params=params,
