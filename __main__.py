@@ -2,20 +2,16 @@
 
 Read it as the table of contents: validate the stack config, create the namespace, the three
 tiers, the fleet's shared state (an optional Redis) and the gateway, export what clients need.
-The chain itself lives in components/fallback.py, every setting in components/settings.py, every
-name in components/names.py.
+The chain itself lives in core/chain.py, every setting in core/settings.py, every
+name in core/names.py.
 """
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
-from components.fallback import chain_names, failover_chain, gateway_files, gateway_url, longest_answer_seconds
 from components.ingress import GatewayIngress, IngressArgs
 from components.litellm import LiteLLMArgs, LiteLLMGateway
 from components.monitoring import GatewayMonitoring, MonitoringArgs
-from components.names import PROJECT
-from components.observability import dashboard, prometheus_rule_spec
 from components.ollama import OllamaArgs, OllamaBackend
 from components.redis import RedisArgs, RedisStore
 from components.stack_config import (
@@ -26,6 +22,11 @@ from components.stack_config import (
     operator_master_key,
 )
 from components.vllm import VllmArgs, VllmBackend
+from core import kube
+from core.chain import chain_names, failover_chain, longest_answer_seconds
+from core.gateway_pod import gateway_files, gateway_url
+from core.names import PROJECT
+from core.observability import dashboard, prometheus_rule_spec
 
 settings = load_settings()  # every value checked before any resource exists
 instance = pulumi.get_stack()

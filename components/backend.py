@@ -12,8 +12,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
-from components.names import GATEWAY_SERVICE
+from core import kube
+from core.names import GATEWAY_SERVICE
 
 
 def expose_to_gateway(

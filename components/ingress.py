@@ -12,9 +12,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
-from components.names import GATEWAY_PORT, GATEWAY_SERVICE
-from components.settings import IngressSettings
+from core import kube
+from core.names import GATEWAY_PORT, GATEWAY_SERVICE
+from core.settings import IngressSettings
 
 # The edge waits this much longer than the gateway may take, so the client gets the gateway's own
 # answer or error, never the edge's 504 while the gateway is still working (perhaps on a paid call).
@@ -38,7 +38,7 @@ NGINX_BODY_SIZE = "nginx.ingress.kubernetes.io/proxy-body-size"
 class IngressArgs:
     ingress: IngressSettings
     placement: kube.Placement
-    longest_answer_seconds: int  # components/fallback.py longest_answer_seconds(chain)
+    longest_answer_seconds: int  # core/chain.py longest_answer_seconds(chain)
     max_request_bytes: int  # gateway.maxRequestBytes
 
 

@@ -1,7 +1,7 @@
 """The LiteLLM proxy: the one endpoint clients call, holding the fallback chain.
 
 ConfigMap (the rendered chain, no secret in it), Secrets (master key, OpenAI key), Deployment,
-Service. Policy lives in components/fallback.py; this file only deploys its output.
+Service. Policy lives in core/ (chain.py, litellm_config.py); this file only deploys its output.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import kube
-from components.fallback import Tier, config_checksum, gateway_environment, longest_answer_seconds
-from components.names import (
+from core import kube
+from core.chain import Tier, longest_answer_seconds
+from core.gateway_pod import config_checksum, gateway_environment
+from core.names import (
     CONFIG_FILE_NAME,
     DATABASE_URL_ENV,
     DATABASE_URL_SECRET,
@@ -32,7 +33,7 @@ from components.names import (
     REDIS_URL_ENV,
     REDIS_URL_SECRET,
 )
-from components.settings import GatewaySettings, RedisSettings
+from core.settings import GatewaySettings, RedisSettings
 
 CONFIG_DIR = "/etc/litellm"
 IMAGE_PULL_SECONDS = 300

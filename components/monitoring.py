@@ -1,7 +1,7 @@
 """Operators are told and shown: a PrometheusRule with the chain's alerts and a Grafana dashboard.
 
 Both optional (`alerts.enabled`, `alerts.dashboard`); their contents come from the pure
-components/observability.py, which the drill's promtool tests run on the real proxy's metrics.
+core/observability.py, which the drill's promtool tests run on the real proxy's metrics.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
-from components.names import GATEWAY_SERVICE
-from components.settings import AlertsSettings
+from core import kube
+from core.names import GATEWAY_SERVICE
+from core.settings import AlertsSettings
 
 DASHBOARD_FILE = "llm-gateway.json"
 # kube-prometheus-stack's Grafana sidecar loads every ConfigMap with this label as dashboards.

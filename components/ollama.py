@@ -7,11 +7,11 @@ from typing import Any
 
 import pulumi
 
-from components import kube
 from components.backend import expose_to_gateway, model_volume, recreated_deployment
-from components.names import OLLAMA_PORT, OLLAMA_SERVICE
-from components.ollama_model import OllamaName, served_model, threads_for_cpu_limit
-from components.settings import OllamaSettings
+from core import kube
+from core.names import OLLAMA_PORT, OLLAMA_SERVICE
+from core.ollama_model import OllamaName, served_model, threads_for_cpu_limit
+from core.settings import OllamaSettings
 
 MODELS_PATH = "/models"
 HOME_PATH = "/home/ollama"
@@ -36,7 +36,7 @@ HOME_PATH = "/home/ollama"
 #   load the runner alike from a model derived with `PARAMETER num_thread`. `ollama create` FROM a
 #   model that is present pulls nothing (server/model.go parseFromModel); it is recreated on every
 #   start, so a new CPU limit takes effect with the pod that has it.
-# - Context: `PARAMETER num_ctx` (gateway.contextTokens, components/context_window.py), for the same
+# - Context: `PARAMETER num_ctx` (gateway.contextTokens, core/context_window.py), for the same
 #   reasons: a runner option, one runner for warm-up, probe and requests. Not OLLAMA_CONTEXT_LENGTH:
 #   that only sets the default under a model's own parameters (modelOptions: DefaultOptions, then
 #   the model's), so a base model shipping its own num_ctx would silently win over it.

@@ -1,7 +1,7 @@
 """Redis for the gateway fleet (`redis.mode: deploy`): a password Secret, a PVC, a Deployment,
 a Service, and a NetworkPolicy that admits only the gateway.
 
-What it holds and why it is configured so: components/redis_config.py. The gateway reaches it
+What it holds and why it is configured so: core/redis_config.py. The gateway reaches it
 through its own Secret holding the URL (password included); nothing here is in a ConfigMap.
 """
 
@@ -14,11 +14,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import kube
 from components.backend import expose_to_gateway, model_volume, recreated_deployment
-from components.names import REDIS_PORT, REDIS_SERVICE, service_host
-from components.redis_config import REDIS_DATA_DIR, redis_conf, redis_url
-from components.settings import RedisSettings
+from core import kube
+from core.names import REDIS_PORT, REDIS_SERVICE, service_host
+from core.redis_config import REDIS_DATA_DIR, redis_conf, redis_url
+from core.settings import RedisSettings
 
 CONFIG_DIR = "/etc/redis"
 CONFIG_KEY = "redis.conf"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.declarations import ConfigError
-from components.names import (
+from core.declarations import ConfigError
+from core.names import (
     DATABASE_URL_CONFIG,
     MASTER_KEY_CONFIG,
     OPENAI_KEY_CONFIG,
@@ -19,7 +19,7 @@ from components.names import (
     SECRET_CONFIG_KEYS,
     config_key,
 )
-from components.settings import Settings, parse_settings
+from core.settings import Settings, parse_settings
 
 SECRET_PLACEHOLDER = "(secret value, not shown)"
 

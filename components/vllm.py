@@ -8,11 +8,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
 from components.backend import expose_to_gateway, model_volume, recreated_deployment
-from components.context_window import MAX_MODEL_LEN_FLAG
-from components.names import VLLM_PORT, VLLM_SERVICE
-from components.settings import VllmSettings
+from core import kube
+from core.context_window import MAX_MODEL_LEN_FLAG
+from core.names import VLLM_PORT, VLLM_SERVICE
+from core.settings import VllmSettings
 
 CACHE_PATH = "/cache"
 # The vLLM image is about 10 GB: pulling it is part of what `pulumi up` waits for.

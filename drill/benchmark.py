@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 import yaml
 
-from components.names import CONFIG_FILE_NAME
-from components.reference import replace_between
-from components.settings import Settings
-from components.stack_files import ROOT, stack_settings
+from core.names import CONFIG_FILE_NAME
+from core.reference import replace_between
+from core.settings import Settings
+from core.stack_files import ROOT, stack_settings
 from drill.client import chat
 from drill.redis_server import RedisServer
 from drill.runner import DRILL_MASTER_KEY, Drill, GatewayProcess, drill_files, free_port

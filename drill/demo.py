@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from components.stack_files import ROOT, stack_settings
+from core.stack_files import ROOT, stack_settings
 from drill.client import chat
 from drill.runner import Drill
 from drill.timeline import Timeline

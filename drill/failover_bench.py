@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
-from components.fallback import failover_chain
-from components.settings import Settings
-from components.stack_files import stack_settings
+from core.chain import failover_chain
+from core.settings import Settings
+from core.stack_files import stack_settings
 from drill.client import DRILL_MASTER_KEY
 from drill.fault_provider import CANONICAL_ANSWER, PROFILES, Attempt, FaultProvider, Timing
 from drill.runner import Drill, free_port

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from components.stack_files import stack_settings
+from core.stack_files import stack_settings
 from drill.client import chat
 from drill.runner import Drill
 

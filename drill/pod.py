@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.stack_files import ROOT
+from core.stack_files import ROOT
 from drill.runner import drill_config
 from drill.standins import LOOPBACK
 

@@ -22,7 +22,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from components.stack_files import ROOT
+from core.stack_files import ROOT
 from drill.benchmark import BENCHMARK_PAGE, load, process_cpu_seconds, prod_features, write_table
 from drill.runner import Drill
 

@@ -1,6 +1,6 @@
 """A real Redis server (Debian's `redis-server`) on loopback, started and stopped by PID.
 
-It runs the configuration the program deploys (components/redis_config.py: password, append-only
+It runs the configuration the program deploys (core/redis_config.py: password, append-only
 file fsynced every second, no eviction) with only the port and the data directory changed, so the
 drill sees what a pod would: a restart keeps what the append-only file kept, a SIGKILL loses at most
 the last second, SIGSTOP freezes it (connections open, nothing answers: Redis slow or hung).
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from components.redis_config import redis_conf
+from core.redis_config import redis_conf
 from drill.standins import LOOPBACK
 
 DRILL_REDIS_PASSWORD = "drill-redis-password"  # guards only a loopback server of the drill

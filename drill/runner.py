@@ -1,6 +1,6 @@
 """Start the real LiteLLM proxy on the config the Pulumi program deploys, against loopback stand-ins.
 
-The config is `components.fallback.render_config_yaml(settings)` — the ConfigMap's bytes — with
+The config is `core.litellm_config.render_config_yaml(settings)` — the ConfigMap's bytes — with
 only each tier's `api_base` rewritten to a stand-in on 127.0.0.1. Anything else would mean testing
 a different gateway from the one deployed.
 """
@@ -24,9 +24,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from components.fallback import failover_chain, gateway_environment, gateway_files
-from components.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER, REDIS_URL_ENV
-from components.settings import Settings
+from core.chain import failover_chain
+from core.gateway_pod import gateway_environment, gateway_files
+from core.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER, REDIS_URL_ENV
+from core.settings import Settings
 from drill.client import DRILL_MASTER_KEY, chat
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn, cloud_snapshot
 

@@ -2,7 +2,7 @@
 
 Gaming Mode can last a weekend with Ollama down too; the cloud tier must not become an open tap.
 The limits live in the cloud deployment's `model_info.spend_guard` (rendered from stack config by
-components/fallback.py): requests per minute, tokens per minute, and dollars per budget period.
+core/litellm_config.py): requests per minute, tokens per minute, and dollars per budget period.
 Before each cloud call the router asks `async_pre_call_check`; over a limit it raises
 `litellm.RateLimitError`, the router cools the cloud tier down, and gateway/honest_errors.py answers
 the client 429 `cloud_rate_limited`. Local tiers carry no `spend_guard` and are never limited.

@@ -2,7 +2,7 @@
 inside the proxy (shipped in the ConfigMap beside config.yaml).
 
 Every local tier holds the same context (`gateway.contextTokens`: vLLM's --max-model-len, Ollama's
-num_ctx), written by components/fallback.py into each local deployment's `model_info.context_tokens`.
+num_ctx), written by core/litellm_config.py into each local deployment's `model_info.context_tokens`.
 Before any tier is called (`async_pre_call_hook`) the prompt's tokens are estimated; a prompt whose
 estimate plus the answer the client asked room for (`max_tokens`) exceeds that context is answered
 400 in OpenAI's format (param `messages`, reason `context_length_exceeded`). So a long prompt is never
@@ -21,7 +21,7 @@ than one at the limit. cl100k ships inside LiteLLM (litellm_core_utils/tokenizer
 downloaded.
 
 If a prompt still got past the estimate (another tokenizer), no tier cuts it: vLLM refuses it with
-its own 400, and Ollama is told `truncate: false` (components/fallback.py OLLAMA_NEVER_TRUNCATE).
+its own 400, and Ollama is told `truncate: false` (core/chain.py OLLAMA_NEVER_TRUNCATE).
 
 A client may not change the context either: `num_ctx` would reload Ollama's runner with another
 context (server/sched.go needsReload), and a raw `extra_body` would replace the deployment's, which
@@ -37,7 +37,7 @@ import unicodedata
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-# components/fallback.py CONTEXT_TOKENS: the model_info key of a local tier's context.
+# core/litellm_config.py CONTEXT_TOKENS: the model_info key of a local tier's context.
 CONTEXT_TOKENS = "context_tokens"
 # The chat template's tokens around each message (Qwen2.5: <|im_start|>role\n ... <|im_end|>\n is 5).
 PER_MESSAGE = 8

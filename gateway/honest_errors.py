@@ -44,7 +44,7 @@ FAILED_REQUESTS = gateway_counter(
     ["reason", "status"],
 )
 
-# The marker components/fallback.py puts in the model_info of the tier outside the cluster.
+# The marker core/litellm_config.py puts in the model_info of the tier outside the cluster.
 LEAVES_CLUSTER = "leaves_cluster"
 # gateway/cloud_guard.py's REDIS_DOWN_TAG, at the start of its refusal while Redis is away.
 GUARD_STORE_DOWN = "guard-store-down"

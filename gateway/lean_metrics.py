@@ -2,7 +2,7 @@
 
 Shipped in the gateway's ConfigMap and loaded as a callback (`lean_metrics.handler`) beside
 `prometheus` when `gateway.metrics` is on. LiteLLM emits only the series the alerts, the dashboard and
-docs/monitoring.md read (`prometheus_metrics_config`, rendered from components/names.py
+docs/monitoring.md read (`prometheus_metrics_config`, rendered from core/names.py
 `LITELLM_METRICS`); the others become `NoOpMetric`s. But for every answer LiteLLM 1.108.7 still
 works out the labels and values of seven rate-limit gauge pairs (`PrometheusLogger.
 _set_v3_rate_limit_allowed_and_used_metrics`: a `dataclasses.replace` of the label set and a

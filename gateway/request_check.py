@@ -284,7 +284,7 @@ NESTED_REFUSED = {
     **{key: frozenset(_BANNED_REQUEST_BODY_PARAMS) for key in _NESTED_CONFIG_KEYS},
     **{key: frozenset(_BANNED_METADATA_PARAMS) for key in _NESTED_METADATA_KEYS},
 }
-# `model_info` marker of the chain's own group, the one name clients call (components/fallback.py).
+# `model_info` marker of the chain's own group, the one name clients call (core/litellm_config.py).
 CLIENT_FACING = "client_facing"
 # Words of LLM routes that LiteLLM's own classification (RouteChecks.is_llm_api_route) misses.
 LLM_ROUTE_WORDS = ("completions", "embeddings", "rerank", "responses", "messages", "realtime", "generateContent")
@@ -305,7 +305,7 @@ INTERNAL_HEADERS = frozenset(
     )
 )
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-# components/names.py MAX_REQUEST_BYTES_ENV: the pod's limit on a request body (gateway.maxRequestBytes).
+# core/names.py MAX_REQUEST_BYTES_ENV: the pod's limit on a request body (gateway.maxRequestBytes).
 MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
 BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 NOT_AN_OBJECT = "Invalid JSON payload: the request body must be a JSON object."

@@ -13,7 +13,7 @@ API names it (ask for `gpt-4o-mini`, read `gpt-4o-mini-2024-07-18`). LiteLLM 1.1
 Here every answer carries the model as the tier that answered serves it: vLLM its served model
 name, the cloud the dated model OpenAI reports, never a provider prefix, never our alias. A tier
 whose `model_info.answers_as` is set (Ollama, which serves the model the init container derived
-from the operator's, components/ollama_model.py) answers as that name instead. The response header
+from the operator's, core/ollama_model.py) answers as that name instead. The response header
 `x-litellm-model-id` still names the tier.
 
 How, at the least cost per chunk:
@@ -32,7 +32,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from litellm.types.utils import ModelResponse
 
-# `model_info` key: the name clients see when this tier answers (components/fallback.py renders it).
+# `model_info` key: the name clients see when this tier answers (core/litellm_config.py renders it).
 ANSWERS_AS = "answers_as"
 
 

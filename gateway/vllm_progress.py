@@ -19,7 +19,7 @@ So a request queued behind a full batch stays on vLLM while anyone's tokens flow
 read although vLLM answers, only the first way is left: `llm_gateway_vllm_progress_blind` says so,
 and the log says it once (`MetricsEvidence`).
 
-Limits (the deployment's litellm_params, rendered from stack config by components/fallback.py):
+Limits (the deployment's litellm_params, rendered from stack config by core/chain.py):
 - `first_token_timeout`: how long a request may wait for its first event before the engine's
   progress is consulted; a hung engine is given up on after this;
 - `stall_timeout`: the longest silence between events (or, for a waiting request, the longest the
@@ -109,7 +109,7 @@ class MissingLimit(ValueError):
 
 
 def _limits(optional_params: dict[str, Any], litellm_params: dict[str, Any] | None, timeout: Any) -> Limits:
-    """The limits from the deployment's own litellm_params (components/fallback.py renders them).
+    """The limits from the deployment's own litellm_params (core/chain.py renders them).
     Nothing stands in for a missing one: a silent default would hide a config that drifted."""
     merged = {**(litellm_params or {}), **optional_params}
     missing = [key for key in (*LIMIT_KEYS, "custom_llm_provider") if merged.get(key) is None]
@@ -195,7 +195,7 @@ class _Sessions:
         return self.by_loop[key]
 
 
-_sessions = _Sessions()  # generations: sized from vLLM's batch (components/fallback.py vllm_connections)
+_sessions = _Sessions()  # generations: sized from vLLM's batch (core/chain.py vllm_connections)
 _probe_clients = _Clients()  # /health and /metrics only
 
 
@@ -222,7 +222,7 @@ def _gateway_gauge(name: str, documentation: str) -> Gauge:
 
 
 # 1 while vLLM answers but its /metrics cannot be read (a NetworkPolicy or proxy in the way, a renamed
-# metric, a vLLM upgrade): busy and hung then look alike (components/observability.py alerts on it).
+# metric, a vLLM upgrade): busy and hung then look alike (core/observability.py alerts on it).
 PROGRESS_BLIND = _gateway_gauge(
     "llm_gateway_vllm_progress_blind",
     "1 while vLLM's /metrics cannot be read: only this process's own streams show the engine's progress",

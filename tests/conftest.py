@@ -14,7 +14,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 def drill():
     """The real proxy on the dev stack's settings, with the cloud tier on (as a user with a key
     runs it), in front of loopback stand-ins: one per test module that asks for it."""
-    from components.stack_files import stack_settings
+    from core.stack_files import stack_settings
     from drill.runner import Drill
 
     with Drill(stack_settings("dev")) as running:

@@ -6,7 +6,7 @@
 It runs __main__.py under the tests' mocks (tests/pulumi_harness.py) twice: with the defaults, and
 with every optional object turned on; the second table lists only what the first lacks. A
 resource added to the program without regenerating fails tests/test_docs.py. It lives with the
-tests because it runs the Pulumi program; components/reference.py, which writes the
+tests because it runs the Pulumi program; core/reference.py, which writes the
 configuration reference, stays pure.
 """
 
@@ -16,8 +16,8 @@ import argparse
 import sys
 from collections import defaultdict
 
-from components.reference import replace_between
-from components.stack_files import ROOT
+from core.reference import replace_between
+from core.stack_files import ROOT
 from tests.pulumi_harness import ProgramRun, Registration, run_program
 
 PAGE = ROOT / "docs" / "deploying.md"

@@ -23,8 +23,8 @@ import pulumi
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.mocks import MockMonitor
 
-from components.names import PROJECT
-from components.stack_files import ROOT, stack_config, stack_files
+from core.names import PROJECT
+from core.stack_files import ROOT, stack_config, stack_files
 
 MAIN = ROOT / "__main__.py"
 # The SDK wraps a secret as {SIGNATURE_KEY: SECRET_SIGNATURE, "value": ...} (pulumi/runtime/rpc.py).

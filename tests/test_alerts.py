@@ -16,11 +16,11 @@ import subprocess
 import pytest
 import yaml
 
-from components.fallback import litellm_config
-from components.names import LITELLM_METRICS
-from components.observability import alert_rules, dashboard, dashboard_queries, prometheus_rule_spec
-from components.settings import parse_settings
-from components.stack_files import ROOT, stack_settings
+from core.litellm_config import litellm_config
+from core.names import LITELLM_METRICS
+from core.observability import alert_rules, dashboard, dashboard_queries, prometheus_rule_spec
+from core.settings import parse_settings
+from core.stack_files import ROOT, stack_settings
 from drill.capture import PHASES, metric_names, phase_end_minute, run_phases
 from drill.runner import Drill
 from pulumi_harness import CONFIG_MAP, run_program

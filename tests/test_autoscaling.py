@@ -3,8 +3,8 @@
 import kubernetes_validate
 import pytest
 
-from components.declarations import ConfigError
-from components.settings import parse_settings
+from core.declarations import ConfigError
+from core.settings import parse_settings
 from pulumi_harness import DEPLOYMENT, run_program
 
 KEY = {"openaiApiKey": "sk-autoscaling-test"}

@@ -10,11 +10,11 @@ are written out below with their upstream file, and applied to what the program 
 import kubernetes_validate
 import pytest
 
-from components import kube
-from components.fallback import failover_chain, longest_answer_seconds
 from components.ingress import EDGE_MARGIN_SECONDS, NGINX_TIMEOUTS
-from components.stack_files import stack_config, stack_settings
 from components.vllm import PATCH_FORCE_ANNOTATION
+from core import kube
+from core.chain import failover_chain, longest_answer_seconds
+from core.stack_files import stack_config, stack_settings
 from pulumi_harness import DEPLOYMENT, DEPLOYMENT_PATCH, SERVICE, run_program
 
 KEY = {"openaiApiKey": "sk-awaits-test"}

@@ -20,11 +20,12 @@ import httpx
 import pytest
 from test_fallback import _gateway_module
 
-from components.fallback import failover_chain, gateway_environment
 from components.ingress import NGINX_BODY_SIZE
-from components.names import MAX_REQUEST_BYTES_ENV, REQUEST_CHECK_FILE
-from components.settings import CONTEXT_TOKENS, PROMPT_BYTES_PER_TOKEN, parse_settings
-from components.stack_files import stack_settings
+from core.chain import failover_chain
+from core.gateway_pod import gateway_environment
+from core.names import MAX_REQUEST_BYTES_ENV, REQUEST_CHECK_FILE
+from core.settings import CONTEXT_TOKENS, PROMPT_BYTES_PER_TOKEN, parse_settings
+from core.stack_files import stack_settings
 from drill.client import DRILL_MASTER_KEY
 from drill.runner import Drill
 from pulumi_harness import run_program, run_program_expecting_error

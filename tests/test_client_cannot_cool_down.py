@@ -20,8 +20,8 @@ import httpx
 import pytest
 from test_fallback import _gateway_module
 
-from components.names import REQUEST_CHECK_FILE
-from components.stack_files import stack_settings
+from core.names import REQUEST_CHECK_FILE
+from core.stack_files import stack_settings
 from drill.client import DRILL_MASTER_KEY, chat
 from drill.redis_server import RedisServer
 from drill.runner import Drill, free_port

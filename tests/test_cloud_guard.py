@@ -7,10 +7,10 @@ import tracemalloc
 import litellm
 import pytest
 
-from components.declarations import ConfigError
-from components.fallback import litellm_config
-from components.names import CLOUD_GUARD_FILE
-from components.settings import parse_settings
+from core.declarations import ConfigError
+from core.litellm_config import litellm_config
+from core.names import CLOUD_GUARD_FILE
+from core.settings import parse_settings
 from tests.test_fallback import _gateway_module
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from components.declarations import ConfigError
-from components.fallback import CONTEXT_TOKENS, OLLAMA_NEVER_TRUNCATE, litellm_config
-from components.settings import parse_settings
-from components.stack_files import stack_config, stack_settings
+from core.chain import OLLAMA_NEVER_TRUNCATE
+from core.declarations import ConfigError
+from core.litellm_config import CONTEXT_TOKENS, litellm_config
+from core.settings import parse_settings
+from core.stack_files import stack_config, stack_settings
 from drill import tokenizer
 from drill.client import DRILL_MASTER_KEY
 from gateway import context_check
@@ -112,7 +113,7 @@ def test_a_model_without_an_estimate_needs_its_memory_figures():
 SAMPLES = {
     "english": words(3000),
     "readme": (ROOT / "README.md").read_text()[:40000],
-    "code": (ROOT / "components" / "settings.py").read_text(),
+    "code": (ROOT / "core" / "settings.py").read_text(),
     "numbers": "\n".join(",".join(str(random.Random(n).randint(0, 10**9)) for _ in range(8)) for n in range(300)),
     "cjk": "上下文长度是整个链的一个设置。" * 400,
 }

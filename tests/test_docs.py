@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from components.monitoring import DASHBOARD_FILE
-from components.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROJECT
-from components.observability import alert_rules
-from components.reference import MONITORING_PAGE, _every_alert_on, setting_keys
-from components.stack_files import ROOT
+from core.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROJECT
+from core.observability import alert_rules
+from core.reference import MONITORING_PAGE, _every_alert_on, setting_keys
+from core.stack_files import ROOT
 from drill import benchmark, demo
 from tests import created_resources
 
@@ -34,7 +34,7 @@ BARE_KEY = re.compile(rf"`((?:{'|'.join(SETTING_OBJECTS)})\.[A-Za-z][A-Za-z0-9.]
 TRACKED = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 TOP_DIRECTORIES = sorted({line.split("/")[0] for line in TRACKED.splitlines() if "/" in line})
 REPO_PATH = re.compile(
-    rf"(?<![\w./-])((?:{'|'.join(re.escape(d) for d in TOP_DIRECTORIES)})/[\w.*/-]*[\w*/]|Pulumi\.\w+\.yaml)"
+    rf"(?<![\w./:-])((?:{'|'.join(re.escape(d) for d in TOP_DIRECTORIES)})/[\w.*/-]*[\w*/]|Pulumi\.\w+\.yaml)"
 )
 # Keys the docs name on purpose although no setting has them, and why.
 NOT_SETTINGS = {
@@ -134,7 +134,7 @@ def _resolves(page: Path, target: str) -> bool:
 def test_every_setting_key_the_docs_name_is_declared(page):
     known = set(setting_keys())
     unknown = sorted(key for key in _mentioned_keys(page.read_text()) if not _known(key, known))
-    assert not unknown, f"{_page_id(page)} names settings components/settings.py does not declare: {unknown}"
+    assert not unknown, f"{_page_id(page)} names settings core/settings.py does not declare: {unknown}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
@@ -142,7 +142,7 @@ def test_every_bare_camel_case_name_the_docs_name_is_a_setting(page):
     """`gamingMode`, `memoryPerContextToken`: a renamed setting left behind in the prose fails here."""
     known = _setting_name_parts() | STACK_OUTPUTS | set(NOT_SETTING_LEAVES)
     unknown = sorted(set(CAMEL_CASE.findall(page.read_text())) - known)
-    assert not unknown, f"{_page_id(page)} names camelCase settings components/settings.py does not declare: {unknown}"
+    assert not unknown, f"{_page_id(page)} names camelCase settings core/settings.py does not declare: {unknown}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
@@ -204,7 +204,7 @@ def test_the_layout_names_every_module_of_the_program_and_the_gateway():
     """The layout is hand-written; a module added without a line there fails here (it once left
     out request_check.py and spoke of "three components" when there were six)."""
     layout = _layout()
-    modules = [*(ROOT / "components").glob("*.py"), *(ROOT / "gateway").glob("*.py")]
+    modules = [*(ROOT / "components").glob("*.py"), *(ROOT / "core").glob("*.py"), *(ROOT / "gateway").glob("*.py")]
     missing = sorted(str(m.relative_to(ROOT)) for m in modules if m.stem != "__init__" and m.name not in layout)
     assert not missing, f"the layout does not name: {missing}"
     shipped = {module.name for module in GATEWAY_MODULES}
@@ -227,7 +227,7 @@ def test_the_demo_draws_its_picture_where_git_ignores_it():
 
 
 def test_the_alert_table_names_every_alert_the_rules_can_hold():
-    """docs/monitoring.md's table comes from components/observability.py (it once left out
+    """docs/monitoring.md's table comes from core/observability.py (it once left out
     `LlmGatewayVllmProgressBlind`)."""
     page = MONITORING_PAGE.read_text()
     missing = [rule["alert"] for rule in alert_rules(_every_alert_on()) if f"\n| `{rule['alert']}`" not in page]

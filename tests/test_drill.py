@@ -16,8 +16,8 @@ import time
 import httpx
 import pytest
 
-from components.fallback import litellm_config
-from components.stack_files import stack_settings
+from core.litellm_config import litellm_config
+from core.stack_files import stack_settings
 from drill.client import Answer, chat
 from drill.load import run_load
 from drill.load import table as load_table

@@ -12,8 +12,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from components.fallback import vllm_connections
-from components.stack_files import stack_settings
+from core.chain import vllm_connections
+from core.stack_files import stack_settings
 from drill.client import DRILL_MASTER_KEY, chat
 from drill.runner import Drill
 from drill.saturation import answers, send_at_once

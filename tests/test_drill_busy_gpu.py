@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 
-from components.stack_files import stack_settings
+from core.stack_files import stack_settings
 from drill.client import chat
 from drill.runner import Drill
 from drill.saturation import ANSWER_SECONDS, CONCURRENT, SLOTS, answers, freeze_under_load, saturate

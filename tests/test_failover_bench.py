@@ -19,8 +19,8 @@ import time
 import httpx
 import pytest
 
-from components.names import PROGRESS_HANDLER_FILE
-from components.stack_files import stack_settings
+from core.names import PROGRESS_HANDLER_FILE
+from core.stack_files import stack_settings
 from drill.client import DRILL_MASTER_KEY
 from drill.failover_bench import (
     SCENARIOS,

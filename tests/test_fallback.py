@@ -5,15 +5,10 @@ import importlib.util
 import pytest
 import yaml
 
-from components.fallback import (
-    LEAVES_CLUSTER,
-    failover_chain,
-    litellm_config,
-    nested_fallbacks,
-    render_config_yaml,
-)
-from components.names import HONEST_ERRORS_FILE, PROGRESS_HANDLER_FILE, PROGRESS_PROVIDER
-from components.settings import parse_settings
+from core.chain import failover_chain
+from core.litellm_config import LEAVES_CLUSTER, litellm_config, nested_fallbacks, render_config_yaml
+from core.names import HONEST_ERRORS_FILE, PROGRESS_HANDLER_FILE, PROGRESS_PROVIDER
+from core.settings import parse_settings
 
 
 def settings_for(raw=None, enabled=True):

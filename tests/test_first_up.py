@@ -13,10 +13,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components import kube
-from components.fallback import longest_answer_seconds
 from components.litellm import IMAGE_USER, PRE_STOP, PRE_STOP_SECONDS, TEARDOWN_SECONDS
-from components.stack_files import stack_config
+from core import kube
+from core.chain import longest_answer_seconds
+from core.stack_files import stack_config
 from pulumi_harness import CONFIG_MAP, DEPLOYMENT, NETWORK_POLICY, SECRET, auto_name, run_program
 
 KEY = {"openaiApiKey": "sk-first-up-test"}
@@ -185,8 +185,8 @@ def test_cloud_egress_covers_ipv6_and_dns_ports_are_a_setting():
 
 
 def test_the_gateway_pod_waits_for_the_longest_answer_and_leaves_the_endpoints_first(prod):
-    from components.fallback import failover_chain
-    from components.stack_files import stack_settings
+    from core.chain import failover_chain
+    from core.stack_files import stack_settings
 
     spec = pod(prod, "litellm")
     chain = failover_chain(stack_settings("prod"))

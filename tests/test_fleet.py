@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from components.stack_files import stack_settings
+from core.stack_files import stack_settings
 from drill.benchmark import REDIS_TRIALS, trial_rows
 from drill.capture import scrape
 from drill.client import chat

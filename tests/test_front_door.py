@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from litellm.proxy._types import LiteLLMRoutes
 from test_fallback import _gateway_module
 
-from components.fallback import CLIENT_FACING, failover_chain, litellm_config
-from components.names import REQUEST_CHECK_FILE
-from components.settings import parse_settings
-from components.stack_files import stack_settings
+from core.chain import failover_chain
+from core.litellm_config import CLIENT_FACING, litellm_config
+from core.names import REQUEST_CHECK_FILE
+from core.settings import parse_settings
+from core.stack_files import stack_settings
 from drill.runner import Drill
 
 door = _gateway_module(REQUEST_CHECK_FILE)

@@ -24,8 +24,8 @@ import pytest
 from kubernetes_validate import ValidationError
 from litellm_proxy_extras.prisma_toolchain import DEFAULT_PRISMA_MIGRATE_DEPLOY_TIMEOUT, migration_lock_timeout
 
-from components import kube
 from components.litellm import MIGRATION_LOCK_SECONDS, MIGRATION_SECONDS
+from core import kube
 from drill.pod import LITELLM_IMAGE_ENV, container_environment, service_environment
 from pulumi_harness import CONFIG_MAP, DEPLOYMENT, SERVICE, auto_name, run_program
 

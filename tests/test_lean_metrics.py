@@ -11,8 +11,8 @@ import importlib.util
 from litellm.integrations.prometheus import PrometheusLogger
 from litellm.types.integrations.prometheus import NoOpMetric
 
-from components.fallback import litellm_config
-from components.names import LEAN_METRICS_FILE
+from core.litellm_config import litellm_config
+from core.names import LEAN_METRICS_FILE
 from tests.test_fallback import settings_for
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from components.declarations import ConfigError
-from components.fallback import failover_chain
 from components.ollama import LIST_SECONDS
-from components.ollama_model import served_model, threads_for_cpu_limit
-from components.settings import parse_settings
+from core.chain import failover_chain
+from core.declarations import ConfigError
+from core.ollama_model import served_model, threads_for_cpu_limit
+from core.settings import parse_settings
 from drill.ollama_pod import OllamaPod, publish, usable
 from pulumi_harness import DEPLOYMENT, run_program
 

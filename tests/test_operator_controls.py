@@ -9,8 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.settings import parse_settings
-from components.stack_files import stack_config
+from core.settings import parse_settings
+from core.stack_files import stack_config
 from drill.client import chat
 from drill.runner import Drill
 from pulumi_harness import auto_name, run_program, run_program_expecting_error

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from components.fallback import failover_chain
-from components.stack_files import stack_config, stack_settings
+from core.chain import failover_chain
+from core.stack_files import stack_config, stack_settings
 from drill.client import chat
 from drill.pod import MASTER_SERVICE, EmulatedPod, bubblewrap, service_environment
 from drill.runner import Drill

@@ -6,9 +6,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.fallback import config_checksum
-from components.kube import MINIMUM_KUBERNETES_VERSION
-from components.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE
+from core.gateway_pod import config_checksum
+from core.kube import MINIMUM_KUBERNETES_VERSION
+from core.names import CONFIG_FILE_NAME, GATEWAY_MODULES, PROGRESS_HANDLER_FILE
 from pulumi_harness import (
     CONFIG_MAP,
     DEPLOYMENT,

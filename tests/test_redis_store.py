@@ -7,9 +7,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.declarations import ConfigError
-from components.names import REDIS_URL_ENV
-from components.settings import parse_settings
+from core.declarations import ConfigError
+from core.names import REDIS_URL_ENV
+from core.settings import parse_settings
 from pulumi_harness import (
     CONFIG_MAP,
     DEPLOYMENT,

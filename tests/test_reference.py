@@ -1,5 +1,5 @@
 """One declaration per setting: the README tables, the JSON Schema and Pulumi.yaml's `config:` are
-generated from components/settings.py, and the schema says what the parser says."""
+generated from core/settings.py, and the schema says what the parser says."""
 
 import json
 import subprocess
@@ -12,18 +12,18 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from components.declarations import ConfigError, declared_fields
-from components.names import config_key
-from components.reference import SCHEMA, project_config, stack_schema
-from components.settings import Settings, parse_settings
-from components.stack_files import ROOT, stack_files
+from core.declarations import ConfigError, declared_fields
+from core.names import config_key
+from core.reference import SCHEMA, project_config, stack_schema
+from core.settings import Settings, parse_settings
+from core.stack_files import ROOT, stack_files
 
 VALIDATOR = jsonschema.Draft202012Validator(stack_schema())
 
 
 def test_generated_files_match_the_declarations():
     result = subprocess.run(
-        [sys.executable, "-m", "components.reference", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "core.reference", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(SCHEMA.read_text()) == stack_schema()

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from components.stack_files import stack_settings
+from core.stack_files import stack_settings
 from drill import demo
 from drill.client import chat
 from drill.runner import Drill

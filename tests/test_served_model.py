@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from components.fallback import ANSWERS_AS, litellm_config
-from components.names import SERVED_MODEL_FILE
-from components.ollama_model import served_model
-from components.stack_files import stack_settings
+from core.litellm_config import ANSWERS_AS, litellm_config
+from core.names import SERVED_MODEL_FILE
+from core.ollama_model import served_model
+from core.stack_files import stack_settings
 from drill.client import chat
 from drill.standins import cloud_snapshot
 

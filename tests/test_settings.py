@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from components.declarations import ConfigError
-from components.fallback import failover_chain
-from components.settings import Settings, parse_settings
+from core.chain import failover_chain
+from core.declarations import ConfigError
+from core.settings import Settings, parse_settings
 
 
 def parse(raw, key_state="secret"):

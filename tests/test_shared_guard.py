@@ -11,7 +11,7 @@ import time
 import litellm
 import pytest
 
-from components.names import HONEST_ERRORS_FILE
+from core.names import HONEST_ERRORS_FILE
 from drill.redis_server import DRILL_REDIS_PASSWORD, RedisServer
 from drill.runner import free_port
 from drill.slow_link import SlowLink

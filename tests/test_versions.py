@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.settings import DEFAULT_LITELLM_IMAGE, LITELLM_VERSION, GatewaySettings
+from core.settings import DEFAULT_LITELLM_IMAGE, LITELLM_VERSION, GatewaySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENT_FILES = ["requirements.txt", "requirements-dev.txt", "constraints.txt", "requirements-lock.txt"]

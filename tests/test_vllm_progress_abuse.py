@@ -15,8 +15,9 @@ import litellm
 import pytest
 from aiohttp import web
 
-from components.fallback import VLLM_DEFAULT_MAX_NUM_SEQS, litellm_config, vllm_connections, vllm_max_num_seqs
-from components.names import PROGRESS_PROVIDER
+from core.chain import VLLM_DEFAULT_MAX_NUM_SEQS, vllm_connections, vllm_max_num_seqs
+from core.litellm_config import litellm_config
+from core.names import PROGRESS_PROVIDER
 from drill.runner import free_port
 from drill.standins import OpenAIStandIn
 from tests.test_failover_bench import progress_handler

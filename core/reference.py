@@ -3,10 +3,10 @@ and the timeouts table (docs/failover.md), the JSON Schema of a stack file, and 
 of Pulumi.yaml; and from the alert rules, the alert table (docs/monitoring.md). Pure: no Pulumi
 import.
 
-    .venv/bin/python -m components.reference          # rewrite them from the declarations and rules
-    .venv/bin/python -m components.reference --check  # exit 1 if any of them is out of date
+    .venv/bin/python -m core.reference          # rewrite them from the declarations and rules
+    .venv/bin/python -m core.reference --check  # exit 1 if any of them is out of date
 
-tests/test_reference.py runs the check, so a setting changed in components/settings.py without
+tests/test_reference.py runs the check, so a setting changed in core/settings.py without
 regenerating fails the tests.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from components.declarations import Flag, declared_fields, doc_rows, object_schema, plain
-from components.names import PROJECT, config_key
-from components.observability import alert_rules
-from components.settings import SECRET_SETTINGS, Settings
-from components.stack_files import ROOT
+from core.declarations import Flag, declared_fields, doc_rows, object_schema, plain
+from core.names import PROJECT, config_key
+from core.observability import alert_rules
+from core.settings import SECRET_SETTINGS, Settings
+from core.stack_files import ROOT
 
 CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
 FAILOVER_PAGE = ROOT / "docs" / "failover.md"
@@ -92,7 +92,7 @@ def _every_alert_on() -> Settings:
 
 def alerts_table() -> str:
     """Every rule the PrometheusRule can hold, as rendered with the defaults: a rule added to
-    components/observability.py appears here, so the page cannot leave one out."""
+    core/observability.py appears here, so the page cannot leave one out."""
     lines = ["| alert | severity, held for | fires when | what to check |", "|---|---|---|---|"]
     for rule in alert_rules(_every_alert_on()):
         held = f", {rule['for']}" if "for" in rule else ""
@@ -181,7 +181,7 @@ def main() -> int:
     stale = [path for path, text in rendered().items() if not path.exists() or path.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"{path.relative_to(ROOT)} is out of date: run .venv/bin/python -m components.reference")
+            print(f"{path.relative_to(ROOT)} is out of date: run .venv/bin/python -m core.reference")
         return 1 if stale else 0
     for path, text in rendered().items():
         path.parent.mkdir(exist_ok=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from components.names import PROJECT, SECRET_CONFIG_KEYS
-from components.settings import Settings, parse_settings
+from core.names import PROJECT, SECRET_CONFIG_KEYS
+from core.settings import Settings, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

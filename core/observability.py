@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.fallback import Tier, failover_chain
-from components.names import GATEWAY_SERVICE, PROJECT
-from components.settings import Settings
+from core.chain import Tier, failover_chain
+from core.names import GATEWAY_SERVICE, PROJECT
+from core.settings import Settings
 
 DASHBOARD_UID = "llm-gateway-failover"
 # Requests clients sent (LiteLLM's health probes carry route "None").

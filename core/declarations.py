@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from components.names import config_key
+from core.names import config_key
 
 
 class ConfigError(ValueError):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from components.declarations import key_path
-from components.names import PROJECT, config_key
-from components.settings import PinnedImage, Resources, Settings
+from core.declarations import key_path
+from core.names import PROJECT, config_key
+from core.settings import PinnedImage, Resources, Settings
 
 # Every pod here runs as this non-root user, above 10000 so it matches no user on the node; each
 # image allows it once HOME and its data directories point at writable volumes (set per component).

@@ -4,7 +4,7 @@ Pure: no Pulumi import. Every field below is one stack-config key (`vllm.gpu_cou
 `llm-gateway:vllm.gpuCount`) with its default, its check and a one-line description. The parser,
 the JSON Schema (`schema/stack-config.schema.json`), the `config:` block of `Pulumi.yaml` and the
 configuration reference (docs/configuration.md) all come from these declarations
-(components/declarations.py; `.venv/bin/python -m components.reference` writes them).
+(core/declarations.py; `.venv/bin/python -m core.reference` writes them).
 `parse_settings` takes the raw stack configuration exactly as Pulumi stores it (strings; objects
 as JSON text) and returns frozen dataclasses, or raises ConfigError naming the full key, the bad
 value and the fix — before the program creates any resource.
@@ -19,14 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from components.context_window import (
+from core.context_window import (
     KNOWN_OLLAMA_MODELS,
     largest_context,
     mebibytes,
     memory_needed,
     sets_max_model_len,
 )
-from components.declarations import (
+from core.declarations import (
     ANNOTATIONS,
     ARGUMENT,
     DIGEST,
@@ -53,7 +53,7 @@ from components.declarations import (
     parse_object,
     setting,
 )
-from components.names import (
+from core.names import (
     DATABASE_URL_CONFIG,
     FALLBACK_TIERS,
     MASTER_KEY_CONFIG,
@@ -64,7 +64,7 @@ from components.names import (
     config_key,
     tier_group,
 )
-from components.ollama_model import model_problem, quantity_value
+from core.ollama_model import model_problem, quantity_value
 
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
@@ -635,7 +635,7 @@ def parse_settings(
 
 def _check_ollama_context(ollama: OllamaSettings, context_tokens: int) -> None:
     """Ollama loads `gateway.contextTokens` only if its memory holds it, and silently caps it at what the model
-    was trained for (components/context_window.py): either would break the chain's promise at request time."""
+    was trained for (core/context_window.py): either would break the chain's promise at request time."""
     shape = KNOWN_OLLAMA_MODELS.get(ollama.model)
     if shape is not None and context_tokens > shape.trained_context:
         raise ConfigError(
