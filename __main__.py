@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from components.ingress import GatewayIngress, IngressArgs
 from components.litellm import LiteLLMArgs, LiteLLMGateway
 from components.monitoring import GatewayMonitoring, MonitoringArgs
-from components.ollama import OllamaArgs, OllamaBackend
+from components.ollama import OllamaArgs, OllamaBackend, OllamaModel
 from components.redis import RedisArgs, RedisStore
 from components.stack_config import (
     database_url,
@@ -20,12 +20,13 @@ from components.stack_config import (
     load_settings,
     openai_api_key,
     operator_master_key,
+    tier_keys,
 )
 from components.vllm import VllmArgs, VllmBackend
 from core import kube
-from core.chain import chain_names, failover_chain, longest_answer_seconds
+from core.chain import chain_names, chains, longest_of
 from core.gateway_pod import gateway_files, gateway_url
-from core.names import PROJECT
+from core.names import PROJECT, tier_object_name
 from core.observability import dashboard, prometheus_rule_spec
 
 settings = load_settings()  # every value checked before any resource exists
@@ -47,9 +48,19 @@ else:
 placement = kube.Placement(namespace, instance, settings.network_policies)
 
 live_cluster = not settings.render_yaml_to_directory
-context = settings.gateway.context_tokens  # one context for every local tier
+context = settings.gateway.context_tokens  # one context for every local tier of the default chain
 VllmBackend("vllm", VllmArgs(settings.vllm, settings.vllm_replicas, context, placement, live_cluster), opts=on_cluster)
-OllamaBackend("ollama", OllamaArgs(settings.ollama, context, placement), opts=on_cluster)
+for chain, tier in settings.gpu_tiers:  # the other chains' GPU tiers: a Deployment each
+    own = tier_object_name(chain.name, tier.tier_name)
+    gpu = VllmArgs(
+        tier.vllm, settings.tier_replicas(tier.vllm), settings.chain_context(chain), placement, live_cluster, own
+    )
+    VllmBackend(own, gpu, opts=on_cluster)
+more_models = tuple(
+    OllamaModel(tier.ollama.model, tier.ollama.model_digest, settings.chain_context(chain))
+    for chain, tier in settings.ollama_models
+)
+OllamaBackend("ollama", OllamaArgs(settings.ollama, context, placement, more_models), opts=on_cluster)
 if settings.redis.mode == "deploy":
     redis = RedisStore("redis", RedisArgs(settings.redis, placement, settings.cluster_domain), opts=on_cluster)
     redis_url = redis.url
@@ -60,9 +71,10 @@ gateway = LiteLLMGateway(
     LiteLLMArgs(
         settings.gateway,
         gateway_files(settings),
-        failover_chain(settings),
+        chains(settings),
         placement,
         openai_api_key=openai_api_key(settings),
+        tier_keys=tier_keys(settings),
         database_url=database_url(settings),
         redis=settings.redis,
         redis_url=redis_url,
@@ -74,7 +86,7 @@ if settings.ingress.enabled:
     edge = IngressArgs(
         settings.ingress,
         placement,
-        longest_answer_seconds(failover_chain(settings)),
+        longest_of(chains(settings)),
         settings.gateway.max_request_bytes,
     )
     GatewayIngress("ingress", edge, opts=on_cluster)
@@ -85,6 +97,8 @@ if settings.alerts.enabled or settings.alerts.dashboard:
 pulumi.export("gatewayUrl", gateway_url(settings))
 pulumi.export("modelName", settings.gateway.model_name)
 pulumi.export("fallbackChain", chain_names(settings))
+if settings.chains:  # a one-chain stack's outputs stay as they were
+    pulumi.export("chains", {chain.name: [tier.name for tier in chain.tiers] for chain in chains(settings)})
 pulumi.export("namespace", placement.namespace)
 pulumi.export("vllmReplicas", settings.vllm_replicas)
 pulumi.export("masterKey", gateway.master_key)

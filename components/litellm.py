@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from core import kube
-from core.chain import Tier, longest_answer_seconds
+from core.chain import Chain, longest_of
 from core.gateway_pod import config_checksum, gateway_environment
 from core.names import (
     CONFIG_FILE_NAME,
@@ -32,6 +32,8 @@ from core.names import (
     REDIS_SERVICE,
     REDIS_URL_ENV,
     REDIS_URL_SECRET,
+    secret_env_name,
+    tier_key_secret,
 )
 from core.settings import GatewaySettings, RedisSettings
 
@@ -73,10 +75,12 @@ MIGRATION_SECONDS = 600
 class LiteLLMArgs:
     gateway: GatewaySettings
     files: dict[str, str]  # the config directory: config.yaml and the gateway/ modules
-    chain: tuple[Tier, ...]  # who the gateway may connect to
+    chains: tuple[Chain, ...]  # every chain: who the gateway may connect to
     placement: kube.Placement
     # Secret Outputs (`Config.require_secret`), or None when the cloud tier / the database is off.
     openai_api_key: pulumi.Output[str] | None = None
+    # The keys the chains' other cloud tiers and endpoints name (`apiKey`), by stack-config key.
+    tier_keys: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
     database_url: pulumi.Output[str] | None = None
     # The fleet's shared state: RedisStore.url (deploy), the secret `redisUrl` (external), or none (off).
     redis: RedisSettings = field(default_factory=RedisSettings)
@@ -114,12 +118,16 @@ class LiteLLMGateway(pulumi.ComponentResource):
             if value is not None:
                 secret = self._secret(suffix, env_name, value)
                 secret_env.append(kube.secret_env(env_name, secret.metadata.name, env_name))
+        for key_name, value in args.tier_keys.items():
+            env_name = secret_env_name(key_name)
+            secret = self._secret(tier_key_secret(key_name), env_name, value)
+            secret_env.append(kube.secret_env(env_name, secret.metadata.name, env_name))
 
         skips = kube.image_skips(gateway)
         # LiteLLM reads provider and master keys as `os.environ/NAME`; a file would need a wrapper.
         skips["CKV_K8S_35"] = "LiteLLM reads keys as os.environ/NAME; values come from Secrets via secretKeyRef"
         database = args.database_url is not None
-        pod_spec = self._pod_spec(gateway, config_map.metadata.name, secret_env, selector, database, args.chain)
+        pod_spec = self._pod_spec(gateway, config_map.metadata.name, secret_env, selector, database, args.chains)
         # The Service's await waits for the same pods (backend.expose_to_gateway): the same budget.
         awaits = {kube.AWAIT_ANNOTATION: str(kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS))}
         annotations = {**kube.checkov_skips(skips), **awaits}
@@ -259,13 +267,13 @@ class LiteLLMGateway(pulumi.ComponentResource):
         secret_env: list[dict[str, Any]],
         selector: dict[str, str],
         database: bool,
-        chain: tuple[Tier, ...],
+        every: tuple[Chain, ...],
     ) -> dict[str, Any]:
         return {
             **kube.no_token_no_service_links(),
             "securityContext": kube.pod_security_context(IMAGE_USER if database else kube.RUN_AS_USER),
-            # A rollout or a drain must not cut the longest answer the chain allows.
-            "terminationGracePeriodSeconds": PRE_STOP_SECONDS + longest_answer_seconds(chain) + TEARDOWN_SECONDS,
+            # A rollout or a drain must not cut the longest answer any chain allows.
+            "terminationGracePeriodSeconds": PRE_STOP_SECONDS + longest_of(every) + TEARDOWN_SECONDS,
             # Spread replicas over nodes when possible, so one node going away leaves a gateway.
             "topologySpreadConstraints": [
                 {
@@ -281,7 +289,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     "image": gateway.pinned_image,
                     "imagePullPolicy": "IfNotPresent",
                     "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(GATEWAY_PORT)],
-                    "env": [*kube.env(gateway_environment(gateway, chain)), *secret_env],
+                    "env": [*kube.env(gateway_environment(gateway, every)), *secret_env],
                     "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
                     "lifecycle": {"preStop": PRE_STOP},
                     "resources": kube.resources(gateway.resources),
@@ -331,18 +339,22 @@ def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
     """Clients may reach port 4000; the gateway may reach each in-cluster tier of the chain, DNS,
     and (when a tier is outside the cluster) HTTPS outside the private ranges."""
     instance = args.placement.instance
+    tiers = [tier for chain in args.chains for tier in chain.tiers]
+    deployed = {(tier.service, tier.port): None for tier in tiers if tier.service is not None}
     egress: list[dict[str, Any]] = [
         {
-            "to": [{"podSelector": {"matchLabels": kube.selector_labels(tier.service, instance)}}],
-            "ports": [{"protocol": "TCP", "port": tier.port}],
+            "to": [{"podSelector": {"matchLabels": kube.selector_labels(service, instance)}}],
+            "ports": [{"protocol": "TCP", "port": port}],
         }
-        for tier in args.chain
-        if tier.in_cluster
+        for service, port in deployed
     ]
+    # An endpoint this program does not deploy: its host is only a name, so its port is opened.
+    endpoint_ports = sorted({tier.port for tier in tiers if tier.kind == "endpoint"})
+    egress += [{"ports": [{"protocol": "TCP", "port": port}]} for port in endpoint_ports]
     # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches), on its ports only.
     dns = [{"protocol": protocol, "port": port} for port in args.gateway.dns_ports for protocol in ("UDP", "TCP")]
     egress.append({"ports": dns})
-    if any(not tier.in_cluster for tier in args.chain):
+    if any(tier.kind == "cloud" for tier in tiers):
         egress.append(
             {
                 "to": [

@@ -100,10 +100,22 @@ NO_GPU_ENV = {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": "-1"}
 
 
 @dataclass(frozen=True)
+class OllamaModel:
+    """A model a chain's tier serves on the shared Ollama, beside `ollama.model`."""
+
+    model: str
+    digest: str | None
+    context_tokens: int  # its chain's context: its served model's num_ctx
+
+
+@dataclass(frozen=True)
 class OllamaArgs:
     ollama: OllamaSettings
     context_tokens: int  # the chain's context (gateway.contextTokens): the served model's num_ctx
     placement: kube.Placement
+    # The chains' other models: each pulled and derived by an init container of its own, after
+    # `ollama.model`'s (the same script), so the pod of a one-chain stack is unchanged.
+    more_models: tuple[OllamaModel, ...] = ()
 
 
 class OllamaBackend(pulumi.ComponentResource):
@@ -126,7 +138,11 @@ class OllamaBackend(pulumi.ComponentResource):
             child,
         )
         pod_spec = self._pod_spec(ollama, args.context_tokens, models.metadata.name)
-        init_seconds = SERVER_START_SECONDS + ollama.pull_timeout_seconds
+        pod_spec["initContainers"] += [
+            self._pull_more(pod_spec["initContainers"][0], index, more, ollama)
+            for index, more in enumerate(args.more_models, 2)
+        ]
+        init_seconds = (SERVER_START_SECONDS + ollama.pull_timeout_seconds) * (1 + len(args.more_models))
         rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)
         # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
         deployment = recreated_deployment(
@@ -136,6 +152,19 @@ class OllamaBackend(pulumi.ComponentResource):
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})
+
+    @staticmethod
+    def _pull_more(first: dict[str, Any], index: int, more: OllamaModel, ollama: OllamaSettings) -> dict[str, Any]:
+        """The init container of one more model: the first's, with that model's name, pin and context."""
+        env = {entry["name"]: entry["value"] for entry in first["env"]}
+        env.update(
+            OLLAMA_MODEL=more.model,
+            SERVED_MODEL=served_model(more.model),
+            MODEL_MANIFEST=OllamaName.parse(more.model).manifest_path,
+            MODEL_DIGEST=more.digest or "",
+            MODEL_CONTEXT=str(more.context_tokens),
+        )
+        return {**first, "name": f"pull-model-{index}", "env": kube.env(env)}
 
     @staticmethod
     def _pod_spec(ollama: OllamaSettings, context_tokens: int, models_claim: pulumi.Input[str]) -> dict[str, Any]:

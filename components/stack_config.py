@@ -19,7 +19,7 @@ from core.names import (
     SECRET_CONFIG_KEYS,
     config_key,
 )
-from core.settings import Settings, parse_settings
+from core.settings import Settings, chain_secret_keys, parse_settings
 
 SECRET_PLACEHOLDER = "(secret value, not shown)"
 
@@ -62,15 +62,27 @@ def load_settings() -> Settings:
             database_url=_secret_state(raw, DATABASE_URL_CONFIG),
             redis_url=_secret_state(raw, REDIS_URL_CONFIG),
             master_key=_secret_state(raw, MASTER_KEY_CONFIG),
+            secret_states={key: _secret_state(raw, key) for key in raw if key not in SECRET_CONFIG_KEYS},
         )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
 
 
 def openai_api_key(settings: Settings) -> pulumi.Output[str] | None:
-    if not settings.openai.enabled:
+    if not openai_key_needed(settings):
         return None
     return pulumi.Config(PROJECT).require_secret(OPENAI_KEY_CONFIG)
+
+
+def tier_keys(settings: Settings) -> dict[str, pulumi.Output[str]]:
+    """The secret keys the chains' tiers name (`apiKey`), by stack-config key; the OpenAI key is
+    `openai_api_key`'s (one Secret, even when a chain's tier names it too)."""
+    config = pulumi.Config(PROJECT)
+    return {key: config.require_secret(key) for key in chain_secret_keys(settings) if key != OPENAI_KEY_CONFIG}
+
+
+def openai_key_needed(settings: Settings) -> bool:
+    return settings.openai.enabled or OPENAI_KEY_CONFIG in chain_secret_keys(settings)
 
 
 def database_url(settings: Settings) -> pulumi.Output[str] | None:

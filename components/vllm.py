@@ -54,6 +54,8 @@ class VllmArgs:
     # False when rendering YAML: there is no live count to patch, and the patch's file would
     # overwrite the Deployment's (same kind, namespace and name).
     patch_replicas: bool = True
+    # Its Deployment, Service and volume names: `vllm`, or a chain's tier's (names.tier_object_name).
+    service: str = VLLM_SERVICE
 
 
 class VllmBackend(pulumi.ComponentResource):
@@ -64,10 +66,11 @@ class VllmBackend(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         placement, vllm = args.placement, args.vllm
         namespace, instance = placement.namespace, placement.instance
-        labels = kube.labels(VLLM_SERVICE, instance, "inference")
+        service_name = args.service
+        labels = kube.labels(service_name, instance, "inference")
 
         cache = model_volume(
-            f"{name}-cache", f"{VLLM_SERVICE}-cache", vllm.cache_size, vllm.storage_class_name, namespace, labels, child
+            f"{name}-cache", f"{service_name}-cache", vllm.cache_size, vllm.storage_class_name, namespace, labels, child
         )
         skips = kube.image_skips(vllm)
         # torch.compile, triton and flashinfer write JIT caches where the image decides; HOME is on
@@ -80,11 +83,11 @@ class VllmBackend(pulumi.ComponentResource):
         rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS)
         scaled_outside = child.merge(pulumi.ResourceOptions(ignore_changes=SCALED_OUTSIDE_PULUMI))
         deployment = recreated_deployment(
-            name, VLLM_SERVICE, placement, labels, pod_spec, skips, rollout, scaled_outside, replicas=args.replicas
+            name, service_name, placement, labels, pod_spec, skips, rollout, scaled_outside, replicas=args.replicas
         )
         if args.patch_replicas:
             self._apply_stack_count(name, deployment, args.replicas, rollout)
-        service = expose_to_gateway(name, VLLM_SERVICE, VLLM_PORT, placement, labels, child, await_seconds=rollout)
+        service = expose_to_gateway(name, service_name, VLLM_PORT, placement, labels, child, await_seconds=rollout)
         self.deployment_name = deployment.metadata.name
         self.service_name = service.metadata.name
         self.register_outputs({"deploymentName": self.deployment_name, "serviceName": self.service_name})

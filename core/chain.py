@@ -6,8 +6,9 @@ renders the LiteLLM config that enforces its order, and the drill runs that very
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.names import (
     OLLAMA_PORT,
@@ -16,11 +17,20 @@ from core.names import (
     PROGRESS_PROVIDER,
     VLLM_PORT,
     VLLM_SERVICE,
+    secret_env_name,
     service_url,
     tier_group,
+    tier_object_name,
 )
 from core.ollama_model import served_model
-from core.settings import Settings
+from core.settings import (
+    ChainSettings,
+    EndpointTierSettings,
+    OpenAISettings,
+    Settings,
+    TierSettings,
+    VllmSettings,
+)
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
@@ -51,10 +61,14 @@ class Tier:
     cooled_down: bool = True  # False: every request tries this tier, whatever happened before
     client_facing: bool = False  # the chain's head: the group clients call (by its name or an alias)
     answers_as: str | None = None  # the model its answers name, where the tier reports another one
+    kind: str = "vllm"  # its TIER_KINDS entry
+    mode: str = "chat"  # "chat" or "embedding": what its chain serves
+    outside: bool | None = None  # an endpoint's: outside the cluster (None: decided by `service`)
+    limits: Any = None  # a cloud tier's settings, whose rpm / tpm / budget the spend guard enforces
 
     @property
     def in_cluster(self) -> bool:
-        return self.service is not None
+        return not self.outside if self.outside is not None else self.service is not None
 
 
 # vLLM 0.11's `--max-num-seqs` default for its OpenAI server: 256, or 1024 on a GPU of 70 GiB or
@@ -82,79 +96,223 @@ def vllm_connections(extra_args: tuple[str, ...]) -> int:
     return 2 * vllm_max_num_seqs(extra_args)
 
 
-def failover_chain(settings: Settings) -> tuple[Tier, ...]:
-    """vLLM, then Ollama, then (if enabled) OpenAI. The cloud is last by construction."""
-    client_group = settings.gateway.model_name
-    vllm, ollama, openai = settings.vllm, settings.ollama, settings.openai
-    local = (
-        Tier(
-            name="vllm",
-            group=client_group,
-            litellm_params={
-                # gateway/vllm_progress.py: detects a hung vLLM by progress, not total duration.
-                "model": f"{PROGRESS_PROVIDER}/{vllm.model}",
-                "api_base": service_url(VLLM_SERVICE, settings.namespace, settings.cluster_domain, VLLM_PORT, "/v1"),
-                "api_key": LOCAL_API_KEY_PLACEHOLDER,
-                "timeout": vllm.timeout_seconds,
-                "first_token_timeout": vllm.first_token_timeout_seconds,
-                "stall_timeout": vllm.stall_timeout_seconds,
-                "max_queue_seconds": vllm.max_queue_seconds,
-                "max_connections": vllm_connections(vllm.extra_args),
-                "max_retries": 0,
-            },
-            api="openai",
-            api_path="/v1",
-            served_model=vllm.model,
-            service=VLLM_SERVICE,
-            port=VLLM_PORT,
-            probed=True,
-            client_facing=True,
-            context_tokens=settings.gateway.context_tokens,
-        ),
-        Tier(
-            name="ollama",
-            group=tier_group(client_group, "ollama"),
-            litellm_params={
-                # The model the init container derives with a thread count (components/ollama.py).
-                "model": f"ollama_chat/{served_model(ollama.model)}",
-                "api_base": service_url(OLLAMA_SERVICE, settings.namespace, settings.cluster_domain, OLLAMA_PORT),
-                "timeout": ollama.timeout_seconds,
-                "max_retries": 0,
-                "extra_body": dict(OLLAMA_NEVER_TRUNCATE),
-            },
-            api="ollama",
-            api_path="",
-            served_model=served_model(ollama.model),
-            # Clients see the operator's model, not the derived one Ollama reports.
-            answers_as=ollama.model,
-            service=OLLAMA_SERVICE,
-            port=OLLAMA_PORT,
-            cooled_down=False,
-            context_tokens=settings.gateway.context_tokens,
-        ),
-    )
-    if not openai.enabled:
-        return local
-    cloud = Tier(
-        name="openai",
-        group=tier_group(client_group, "openai"),
+@dataclass(frozen=True)
+class Place:
+    """Where a chain's tiers are reached, and what they are told: the stack's namespace and domain,
+    the chain's context and the protocol kind (chat or embeddings)."""
+
+    namespace: str
+    domain: str
+    context_tokens: int
+    mode: str = "chat"  # "chat" or "embedding" (LiteLLM's model_info.mode)
+
+    def url(self, service: str, port: int, path: str = "") -> str:
+        return service_url(service, self.namespace, self.domain, port, path)
+
+
+def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Place) -> Tier:
+    """A vLLM Deployment of this program's (components/vllm.py), watched by progress."""
+    return Tier(
+        name=name,
+        group=group,
         litellm_params={
-            "model": f"openai/{openai.model}",
-            "api_base": openai.api_base,
-            "api_key": f"os.environ/{OPENAI_KEY_ENV}",
-            "timeout": openai.timeout_seconds,
+            # gateway/vllm_progress.py: detects a hung vLLM by progress, not total duration.
+            "model": f"{PROGRESS_PROVIDER}/{vllm.model}",
+            "api_base": place.url(service, VLLM_PORT, "/v1"),
+            "api_key": LOCAL_API_KEY_PLACEHOLDER,
+            "timeout": vllm.timeout_seconds,
+            "first_token_timeout": vllm.first_token_timeout_seconds,
+            "stall_timeout": vllm.stall_timeout_seconds,
+            "max_queue_seconds": vllm.max_queue_seconds,
+            "max_connections": vllm_connections(vllm.extra_args),
             "max_retries": 0,
         },
         api="openai",
         api_path="/v1",
-        served_model=openai.model,
+        served_model=vllm.model,
+        service=service,
+        port=VLLM_PORT,
+        probed=True,
+        context_tokens=place.context_tokens,
+        kind="vllm",
+        mode=place.mode,
     )
+
+
+def ollama_tier(name: str, group: str, model: str, timeout_seconds: int, place: Place) -> Tier:
+    """A model on the shared Ollama (components/ollama.py), never cooled down."""
+    chat = place.mode == "chat"
+    params: dict[str, Any] = {
+        # The model the init container derives with a thread count (components/ollama.py).
+        "model": f"{'ollama_chat' if chat else 'ollama'}/{served_model(model)}",
+        "api_base": place.url(OLLAMA_SERVICE, OLLAMA_PORT),
+        "timeout": timeout_seconds,
+        "max_retries": 0,
+    }
+    if chat:
+        params["extra_body"] = dict(OLLAMA_NEVER_TRUNCATE)
+    return Tier(
+        name=name,
+        group=group,
+        litellm_params=params,
+        api="ollama",
+        api_path="",
+        served_model=served_model(model),
+        # Clients see the operator's model, not the derived one Ollama reports.
+        answers_as=model,
+        service=OLLAMA_SERVICE,
+        port=OLLAMA_PORT,
+        cooled_down=False,
+        context_tokens=place.context_tokens,
+        kind="ollama",
+        mode=place.mode,
+    )
+
+
+def cloud_tier(name: str, group: str, cloud: OpenAISettings, key_env: str, place: Place) -> Tier:
+    """OpenAI or any OpenAI-compatible https API: leaves the cluster, so it comes last."""
+    return Tier(
+        name=name,
+        group=group,
+        litellm_params={
+            "model": f"openai/{cloud.model}",
+            "api_base": cloud.api_base,
+            "api_key": f"os.environ/{key_env}",
+            "timeout": cloud.timeout_seconds,
+            "max_retries": 0,
+        },
+        api="openai",
+        api_path="/v1",
+        served_model=cloud.model,
+        kind="cloud",
+        mode=place.mode,
+        limits=cloud,
+    )
+
+
+def endpoint_tier(name: str, group: str, endpoint: EndpointTierSettings, place: Place) -> Tier:
+    """An endpoint this program does not deploy. `vllm`: watched by progress like our own vLLM."""
+    parsed = urlsplit(endpoint.url or "")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    key = f"os.environ/{secret_env_name(endpoint.api_key)}" if endpoint.api_key else LOCAL_API_KEY_PLACEHOLDER
+    params: dict[str, Any] = {"api_base": endpoint.url, "api_key": key, "timeout": endpoint.timeout_seconds}
+    watched = endpoint.api == "vllm"
+    if watched:
+        vllm = VllmSettings()  # the progress limits' defaults
+        params["model"] = f"{PROGRESS_PROVIDER}/{endpoint.model}"
+        params.update(
+            first_token_timeout=vllm.first_token_timeout_seconds,
+            stall_timeout=vllm.stall_timeout_seconds,
+            max_queue_seconds=0,
+            max_connections=vllm_connections(()),
+        )
+    elif endpoint.api == "ollama":
+        params["model"] = f"{'ollama_chat' if place.mode == 'chat' else 'ollama'}/{endpoint.model}"
+        params.pop("api_key")
+    else:
+        params["model"] = f"openai/{endpoint.model}"
+    params["max_retries"] = 0
+    return Tier(
+        name=name,
+        group=group,
+        litellm_params=params,
+        api="ollama" if endpoint.api == "ollama" else "openai",
+        api_path=parsed.path.rstrip("/"),
+        served_model=endpoint.model or "",
+        port=port,
+        probed=watched,
+        cooled_down=endpoint.api != "ollama",
+        kind="endpoint",
+        mode=place.mode,
+        outside=not endpoint.in_cluster,
+    )
+
+
+def _chain_tier(chain: ChainSettings, index: int, tier: TierSettings, place: Place) -> Tier:
+    """One tier of a declared chain, by its kind (TIER_KINDS)."""
+    name = tier_object_name(chain.name, tier.tier_name)
+    group = chain.name if index == 0 else tier_group(chain.name, tier.tier_name)
+    spec = tier.spec
+    if tier.kind == "vllm":
+        return vllm_tier(name, group, spec, name, place)
+    if tier.kind == "ollama":
+        return ollama_tier(name, group, spec.model, spec.timeout_seconds, place)
+    if tier.kind == "cloud":
+        return cloud_tier(name, group, spec, secret_env_name(spec.api_key), place)
+    return endpoint_tier(name, group, spec, place)
+
+
+@dataclass(frozen=True)
+class TierKind:
+    """What the program knows of one kind of tier; a new kind is added here, with its builder above."""
+
+    wire: str  # the protocol the gateway speaks to it ("openai", "ollama"; an endpoint says which)
+    deployed_by: str | None  # the component that runs it, or None (not deployed by this program)
+    health_probe: str  # how the gateway learns it is down
+
+
+TIER_KINDS = {
+    "vllm": TierKind("openai", "components/vllm.py VllmBackend, one Deployment per tier", "engine probe"),
+    "ollama": TierKind("ollama", "components/ollama.py OllamaBackend, one shared pod", "none: never cooled down"),
+    "cloud": TierKind("openai", None, "none: cooled down at its first failure"),
+    "endpoint": TierKind("(its api)", None, "engine probe when api is vllm, else none"),
+}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A client-facing name (and aliases), its kind and its ordered tiers."""
+
+    name: str
+    kind: str  # "chat" or "embeddings"
+    aliases: tuple[str, ...]
+    tiers: tuple[Tier, ...]
+
+
+def chains(settings: Settings) -> tuple[Chain, ...]:
+    """Every chain of the stack: `gateway.modelName`'s (vLLM → Ollama → OpenAI), then `chains`."""
+    gateway = settings.gateway
+    default = Chain(gateway.model_name, "chat", gateway.model_aliases, failover_chain(settings))
+    declared = []
+    for chain in settings.chains:
+        mode = "embedding" if chain.kind == "embeddings" else "chat"
+        place = Place(settings.namespace, settings.cluster_domain, settings.chain_context(chain), mode)
+        tiers = tuple(_chain_tier(chain, index, tier, place) for index, tier in enumerate(chain.tiers))
+        declared.append(Chain(chain.name, chain.kind, chain.aliases, _facing(tiers)))
+    return (default, *declared)
+
+
+def _facing(tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+    return (replace(tiers[0], client_facing=True), *tiers[1:])
+
+
+def all_tiers(settings: Settings) -> tuple[Tier, ...]:
+    return tuple(tier for chain in chains(settings) for tier in chain.tiers)
+
+
+def failover_chain(settings: Settings) -> tuple[Tier, ...]:
+    """The default chain: vLLM, then Ollama, then (if enabled) OpenAI. The cloud is last by construction."""
+    client_group = settings.gateway.model_name
+    place = Place(settings.namespace, settings.cluster_domain, settings.gateway.context_tokens)
+    ollama = settings.ollama
+    local = (
+        replace(vllm_tier("vllm", client_group, settings.vllm, VLLM_SERVICE, place), client_facing=True),
+        ollama_tier("ollama", tier_group(client_group, "ollama"), ollama.model, ollama.timeout_seconds, place),
+    )
+    if not settings.openai.enabled:
+        return local
+    cloud = cloud_tier("openai", tier_group(client_group, "openai"), settings.openai, OPENAI_KEY_ENV, place)
     return (*local, cloud)
 
 
 def longest_answer_seconds(chain: tuple[Tier, ...]) -> int:
     """The longest one request may take through the gateway: every tier tried to its own cap."""
     return sum(int(tier.litellm_params["timeout"]) for tier in chain)
+
+
+def longest_of(every: tuple[Chain, ...]) -> int:
+    """The longest answer of any chain (drain times, the edge's timeouts)."""
+    return max(longest_answer_seconds(chain.tiers) for chain in every)
 
 
 def chain_names(settings: Settings) -> list[str]:

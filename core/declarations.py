@@ -182,10 +182,12 @@ class KeyedStrings(Check):
 
 
 class Nested(Check):
-    """An object whose keys are the fields of a settings dataclass."""
+    """An object whose keys are the fields of a settings dataclass. `optional`: unset stays None
+    (one of several kinds of object, e.g. a tier's `vllm` or `ollama`), instead of the defaults."""
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, optional: bool = False) -> None:
         self.cls = cls
+        self.optional = optional
         self.words = "object"
 
     @property
@@ -196,13 +198,13 @@ class Nested(Check):
         return parse_object(self.cls, key, value, default)
 
 
-def _json_object(key: str, value: Any) -> Any:
+def _json_object(key: str, value: Any, what: str = "an object") -> Any:
     """Object-valued top-level keys reach a Pulumi program as JSON text; tests may pass dicts."""
     if isinstance(value, str):
         try:
             return json.loads(value)
         except ValueError:
-            raise ConfigError(key, value, "expected an object (set it with `pulumi config set --path`)") from None
+            raise ConfigError(key, value, f"expected {what} (set it with `pulumi config set --path`)") from None
     return value
 
 
@@ -253,7 +255,7 @@ ANNOTATIONS = KeyedStrings(
 def setting(default: Any, check: Check, doc: str, *, key: str | None = None) -> Any:
     """A settings field: its default, how a value is checked, and a one-line description."""
     metadata = {"check": check, "doc": doc, "key": key}
-    if isinstance(check, Nested) and default is None:
+    if isinstance(check, Nested) and default is None and not check.optional:
         return dataclasses.field(default_factory=check.cls, metadata=metadata)
     if isinstance(default, Mapping):  # a read-only map, but unhashable: dataclasses want a factory
         return dataclasses.field(default_factory=lambda: default, metadata=metadata)
@@ -296,9 +298,9 @@ def parse_object(cls: type, path: str, raw: Any, default: Any = None, also_known
         if value is None:
             continue
         check = item.metadata["check"]
+        if isinstance(check, Nested | ListOf) and not path:
+            value = _json_object(key, value, "an object" if isinstance(check, Nested) else "a list")
         if isinstance(check, Nested):
-            if not path:
-                value = _json_object(key, value)
             values[item.name] = check(_path(path, key), value, getattr(default, item.name))
         else:
             values[item.name] = check(_path(path, key), value)
@@ -341,7 +343,7 @@ def object_schema(cls: type, default: Any) -> dict[str, Any]:
     for key, item in declared_fields(cls):
         check = item.metadata["check"]
         value = getattr(default, item.name)
-        schema = object_schema(check.cls, value) if isinstance(check, Nested) else dict(check.schema)
+        schema = object_schema(check.cls, value or check.cls()) if isinstance(check, Nested) else dict(check.schema)
         schema["description"] = item.metadata["doc"]
         if value is not None:
             schema["default"] = plain(value)
@@ -355,9 +357,16 @@ def doc_rows(cls: type, default: Any, parent: str = "") -> Iterator[tuple[str, A
         check = item.metadata["check"]
         value = getattr(default, item.name)
         if isinstance(check, Nested):
-            yield from doc_rows(check.cls, value, _path(parent, key))
+            yield from doc_rows(check.cls, value or check.cls(), _path(parent, key))
             continue
         yield _path(parent, key), value, check.words, item.metadata["doc"]
+        if isinstance(check, ListOf) and isinstance(check.item, Nested) and _documented_items(check.item.cls):
+            yield from doc_rows(check.item.cls, check.item.cls(), f"{_path(parent, key)}[]")
+
+
+def _documented_items(cls: type) -> bool:
+    """A list's item object gets rows of its own (`chains[].tiers[].vllm.model`) if it says so."""
+    return getattr(cls, "DOCUMENT_ITEMS", False)
 
 
 def key_path(root: type, cls: type, field_name: str, parent: str = "") -> str | None:

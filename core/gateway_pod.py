@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from core.chain import Tier, longest_answer_seconds
+from core.chain import Chain, longest_of
 from core.litellm_config import render_config_yaml
 from core.names import (
     CONFIG_FILE_NAME,
@@ -25,7 +25,7 @@ def gateway_url(settings: Settings) -> str:
     return service_url(GATEWAY_SERVICE, settings.namespace, settings.cluster_domain, GATEWAY_PORT)
 
 
-def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> dict[str, str]:
+def gateway_environment(gateway: GatewaySettings, every: tuple[Chain, ...]) -> dict[str, str]:
     """The gateway process's plain environment, for its pod and for the drill alike. No secret:
     keys come from Secrets (`secretKeyRef`) and reach the config only as `os.environ/NAME`."""
     off = "True"  # LiteLLM's switches read "True" as on
@@ -34,8 +34,8 @@ def gateway_environment(gateway: GatewaySettings, chain: tuple[Tier, ...]) -> di
         # The image points caches at /app/.cache, read-only in the pod.
         "XDG_CACHE_HOME": "/tmp/.cache",
         # On SIGTERM LiteLLM drains requests in flight for this long (its default, 30 s, cuts longer
-        # answers): the longest answer the chain allows.
-        "GRACEFUL_SHUTDOWN_TIMEOUT": str(longest_answer_seconds(chain)),
+        # answers): the longest answer any chain allows.
+        "GRACEFUL_SHUTDOWN_TIMEOUT": str(longest_of(every)),
         "LITELLM_LOG": "ERROR",
         # The bundled model cost map, instead of fetching it at every start.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",

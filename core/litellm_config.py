@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from core.chain import Tier, failover_chain
+from core.chain import Chain, Tier, chains
 from core.names import (
     CLOUD_GUARD_FILE,
     CONTEXT_CHECK_FILE,
@@ -57,7 +57,7 @@ from core.names import (
     REQUEST_CHECK_FILE,
     SERVED_MODEL_FILE,
 )
-from core.settings import Settings
+from core.settings import OpenAISettings, Settings
 
 # Failures Ollama may have before a cooldown: in effect never (see the module docstring).
 NEVER_COOL_DOWN = 1_000_000
@@ -117,10 +117,11 @@ def shared_state_prefix(settings: Settings) -> str:
     return f"{PROJECT}:{settings.namespace}"
 
 
-def spend_guard(settings: Settings) -> dict[str, Any]:
-    """The cloud tier's limits as gateway/cloud_guard.py reads them (empty: no limit), and where
-    the fleet keeps their counts (Redis, when on; else each process counts alone)."""
-    openai = settings.openai
+def spend_guard(settings: Settings, cloud: OpenAISettings | None = None) -> dict[str, Any]:
+    """A cloud tier's limits (`openai.*` unless another is given) as gateway/cloud_guard.py reads
+    them (empty: no limit), and where the fleet keeps their counts (Redis, when on; else each
+    process counts alone)."""
+    openai = cloud if cloud is not None else settings.openai
     limits: dict[str, Any] = {}
     if openai.rpm is not None:
         limits["rpm"] = openai.rpm
@@ -139,6 +140,10 @@ def spend_guard(settings: Settings) -> dict[str, Any]:
 
 def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
+    if tier.mode != "chat":
+        # LiteLLM's own marker: its health check embeds instead of chatting; the front door
+        # (gateway/request_check.py) serves this chain on the embeddings route only.
+        model_info["mode"] = tier.mode
     if tier.client_facing:
         model_info[CLIENT_FACING] = True
     if not tier.in_cluster:
@@ -170,12 +175,12 @@ def nested_fallbacks(chain: tuple[Tier, ...]) -> list[dict[str, list[str]]]:
 
 def litellm_config(settings: Settings) -> dict[str, Any]:
     """The whole LiteLLM proxy config. Holds no secret: keys appear only as `os.environ/NAME`."""
-    chain = failover_chain(settings)
+    every = chains(settings)
+    tiers = tuple(tier for chain in every for tier in chain.tiers)
     probe_timeout = settings.gateway.probe_timeout_seconds
-    limits = spend_guard(settings)
     return {
-        "model_list": [_model_entry(tier, probe_timeout, limits) for tier in chain],
-        "router_settings": _router_settings(settings, chain),
+        "model_list": [_model_entry(tier, probe_timeout, spend_guard(settings, tier.limits)) for tier in tiers],
+        "router_settings": _router_settings(settings, every),
         "litellm_settings": {
             "num_retries": settings.gateway.num_retries,
             "custom_provider_map": [
@@ -184,14 +189,14 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
             "callbacks": callbacks(settings),
             **_metrics_settings(settings),
         },
-        "general_settings": _general_settings(settings, chain),
+        "general_settings": _general_settings(settings, tiers),
     }
 
 
-def _router_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, Any]:
-    no_fallback = [{tier.group: []} for tier in chain]
+def _router_settings(settings: Settings, every: tuple[Chain, ...]) -> dict[str, Any]:
+    no_fallback = [{tier.group: []} for chain in every for tier in chain.tiers]
     return {
-        "fallbacks": nested_fallbacks(chain),
+        "fallbacks": [step for chain in every for step in nested_fallbacks(chain.tiers)],
         "context_window_fallbacks": no_fallback,
         "content_policy_fallbacks": no_fallback,
         "fallback_on_unsupported_params": False,
@@ -199,18 +204,17 @@ def _router_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, A
         "retry_after": 0,
         "allowed_fails": 0,
         "cooldown_time": settings.gateway.cooldown_seconds,
-        **_aliases(settings, chain),
+        **_aliases(every),
         **_shared_router_state(settings),
     }
 
 
-def _aliases(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, Any]:
-    """The operator's other names for the chain, as LiteLLM aliases of its head (never groups of their
+def _aliases(every: tuple[Chain, ...]) -> dict[str, Any]:
+    """The operator's other names for each chain, as LiteLLM aliases of its head (never groups of their
     own, which would have no fallbacks). The front door rewrites an alias to the head's name before
     LiteLLM routes: LiteLLM looks fallbacks up by the requested name, and an alias has none."""
-    head = next(tier.group for tier in chain if tier.client_facing)
-    aliases = settings.gateway.model_aliases
-    return {"model_group_alias": {alias: head for alias in aliases}} if aliases else {}
+    aliases = {alias: chain.name for chain in every for alias in chain.aliases}
+    return {"model_group_alias": aliases} if aliases else {}
 
 
 def _shared_router_state(settings: Settings) -> dict[str, Any]:
@@ -234,6 +238,7 @@ def _shared_router_state(settings: Settings) -> dict[str, Any]:
 
 
 def _general_settings(settings: Settings, chain: tuple[Tier, ...]) -> dict[str, Any]:
+    """`chain`: every tier of every chain."""
     general: dict[str, Any] = {
         "master_key": f"os.environ/{MASTER_KEY_ENV}",
         "background_health_checks": True,

@@ -8,6 +8,8 @@ dependency); the constants here are what those objects are called.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 PROJECT = "llm-gateway"
@@ -35,6 +37,20 @@ MASTER_KEY_SECRET = "master-key"
 OPENAI_KEY_SECRET = "openai-key"
 DATABASE_URL_SECRET = "database-url"
 REDIS_URL_SECRET = "redis-url"
+
+
+def secret_env_name(config_key_name: str) -> str:
+    """The gateway's env var for a secret stack-config key a chain's tier names (`embedApiKey` →
+    `LLM_GATEWAY_EMBED_API_KEY`); the OpenAI key keeps its own name."""
+    if config_key_name == OPENAI_KEY_CONFIG:
+        return OPENAI_KEY_ENV
+    return "LLM_GATEWAY_" + re.sub(r"(?<!^)(?=[A-Z])", "_", config_key_name).upper()
+
+
+def tier_key_secret(config_key_name: str) -> str:
+    """The Secret suffix of a key a chain's tier names: `embedApiKey` → `key-embed-api-key`."""
+    return "key-" + re.sub(r"(?<!^)(?=[A-Z])", "-", config_key_name).lower()
+
 
 # Stack-config keys that hold secrets: the parser only learns whether each is set, and how.
 OPENAI_KEY_CONFIG = "openaiApiKey"
@@ -90,6 +106,22 @@ FALLBACK_TIERS = ("ollama", "openai")
 
 def tier_group(chain_name: str, tier: str) -> str:
     return f"{chain_name}-{tier}"
+
+
+# Names the program gives its own objects: a chain's tier must not take one.
+RESERVED_OBJECT_NAMES = frozenset({VLLM_SERVICE, OLLAMA_SERVICE, GATEWAY_SERVICE, REDIS_SERVICE})
+_OBJECT_NAME_LENGTH = 40  # room for the suffixes (`-cache`, a Pulumi auto-name's 8 characters)
+
+
+def tier_object_name(chain_name: str, tier: str) -> str:
+    """A chain's own Deployment, Service and volume names: `<chain>-<tier>` as a DNS label, never
+    colliding for different chains (a hash when the chain's name had to be changed to fit)."""
+    wanted = f"{chain_name}-{tier}"
+    slug = re.sub(r"[^a-z0-9]+", "-", wanted.lower()).strip("-")
+    if slug == wanted and len(slug) <= _OBJECT_NAME_LENGTH:
+        return slug
+    digest = hashlib.sha256(wanted.encode()).hexdigest()[:6]
+    return f"{slug[: _OBJECT_NAME_LENGTH - 7].strip('-')}-{digest}"
 
 
 def config_key(key: str) -> str:

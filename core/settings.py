@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from core.context_window import (
     KNOWN_OLLAMA_MODELS,
@@ -48,9 +48,12 @@ from core.declarations import (
     ListOf,
     Nested,
     OneOf,
+    Text,
     Whole,
+    declared_fields,
     derived,
     parse_object,
+    plain,
     setting,
 )
 from core.names import (
@@ -60,9 +63,11 @@ from core.names import (
     OPENAI_KEY_CONFIG,
     PROJECT,
     REDIS_URL_CONFIG,
+    RESERVED_OBJECT_NAMES,
     SECRET_CONFIG_KEYS,
     config_key,
     tier_group,
+    tier_object_name,
 )
 from core.ollama_model import model_problem, quantity_value
 
@@ -520,6 +525,245 @@ class RedisSettings(PinnedImage):
         return self.timeout_milliseconds / 1000
 
 
+# ---------------------------------------------------------------------------------------------
+# More chains: `chains`, each an ordered list of tiers of any kind (core/chain.py TIER_KINDS)
+# ---------------------------------------------------------------------------------------------
+
+# Stack-config keys a chain's cloud tier may name for its API key: a top-level key, set with --secret.
+SECRET_KEY_NAME = Text(r"[a-z][A-Za-z0-9]{0,62}", "a top-level stack-config key name, e.g. `embedApiKey`")
+HTTP_URL = Text(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[\x21-\x7e]*)?", "an http:// or https:// URL")
+CHAIN_KINDS = ("chat", "embeddings")
+
+
+@dataclass(frozen=True)
+class VllmTierSettings(VllmSettings):
+    """A vLLM Deployment of its own (its own GPUs), named after its chain and tier."""
+
+    model: str | None = setting(None, MODEL, "Hugging Face model id, also the served model name (required).")
+
+    def check(self, path: str) -> None:
+        if self.model is None:
+            raise ConfigError(f"{path}.model", None, "name the model this GPU tier serves", state="is not set")
+        super().check(path)
+
+
+@dataclass(frozen=True)
+class OllamaTierSettings:
+    """A model on the shared Ollama pod (`ollama.*`: its image, resources and volume)."""
+
+    model: str | None = setting(None, MODEL, "The Ollama model, pulled onto the shared Ollama pod (required).")
+    model_digest: str | None = setting(None, MODEL_DIGEST, "Pins the model, as `ollama.modelDigest` does.")
+    model_memory: str | None = setting(None, QUANTITY, "As `ollama.modelMemory`, for this model.")
+    memory_per_context_token: int | None = setting(
+        None, Whole(1, 100_000_000), "As `ollama.memoryPerContextToken`, for this model."
+    )
+    timeout_seconds: int = setting(600, SECONDS, "Cap on one whole answer of this tier.")
+
+    def check(self, path: str) -> None:
+        if self.model is None:
+            raise ConfigError(f"{path}.model", None, "name the Ollama model", state="is not set")
+        problem = model_problem(self.model)
+        if problem:
+            raise ConfigError(f"{path}.model", self.model, problem)
+
+
+@dataclass(frozen=True)
+class CloudTierSettings(OpenAISettings):
+    """A cloud endpoint (OpenAI or any OpenAI-compatible https API) with its own secret key."""
+
+    model: str | None = setting(None, MODEL, "The cloud model (required).")
+    api_key: str = setting(
+        OPENAI_KEY_CONFIG,
+        SECRET_KEY_NAME,
+        "The stack-config key holding this endpoint's key, set with `pulumi config set --secret`.",
+    )
+
+    def check(self, path: str) -> None:
+        if self.model is None:
+            raise ConfigError(f"{path}.model", None, "name the cloud model", state="is not set")
+        if not self.enabled:
+            raise ConfigError(f"{path}.enabled", False, "a chain's cloud tier is on: remove the tier instead")
+
+
+@dataclass(frozen=True)
+class EndpointTierSettings:
+    """An endpoint this program does not deploy: an in-cluster Service or a URL (e.g. an existing vLLM)."""
+
+    url: str | None = setting(
+        None,
+        HTTP_URL,
+        "Its base URL, e.g. `http://vllm-api.ml.svc.cluster.local:8000/v1` (`.svc` hosts are in the cluster; "
+        "any other host is outside, and comes after every in-cluster tier). Required.",
+    )
+    api: str = setting(
+        "openai",
+        OneOf("openai", "vllm", "ollama"),
+        "Its wire protocol: `vllm` (OpenAI-compatible, watched by progress like the GPU tier), `openai`, `ollama`.",
+    )
+    model: str | None = setting(None, MODEL, "The model name the endpoint serves (required).")
+    api_key: str | None = setting(None, SECRET_KEY_NAME, "The stack-config key of its key (set with --secret), if any.")
+    timeout_seconds: int = setting(600, SECONDS, "Cap on one whole answer of this tier.")
+
+    def check(self, path: str) -> None:
+        for key, value in (("url", self.url), ("model", self.model)):
+            if value is None:
+                raise ConfigError(f"{path}.{key}", None, f"set the endpoint's {key}", state="is not set")
+
+    @property
+    def in_cluster(self) -> bool:
+        host = (self.url or "").split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+        return host.endswith(".svc") or ".svc." in host
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    model: str | None = setting(
+        None, MODEL, "The embedding model's identity, the same on every tier of the chain, e.g. `BAAI/bge-m3`."
+    )
+    dimensions: int | None = setting(None, Whole(1, 65536), "The vector length, the same on every tier.")
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    """One tier of a chain: exactly one of `vllm`, `ollama`, `cloud`, `endpoint`."""
+
+    DOCUMENT_ITEMS: ClassVar[bool] = True
+    KINDS: ClassVar[tuple[str, ...]] = ("vllm", "ollama", "cloud", "endpoint")
+
+    name: str | None = setting(
+        None, DNS_LABEL, "The tier's name in its chain (default: its kind); part of its group and object names."
+    )
+    vllm: VllmTierSettings | None = setting(None, Nested(VllmTierSettings, optional=True), "A GPU Deployment.")
+    ollama: OllamaTierSettings | None = setting(
+        None, Nested(OllamaTierSettings, optional=True), "A model on the shared Ollama."
+    )
+    cloud: CloudTierSettings | None = setting(None, Nested(CloudTierSettings, optional=True), "A cloud endpoint.")
+    endpoint: EndpointTierSettings | None = setting(
+        None, Nested(EndpointTierSettings, optional=True), "An endpoint this program does not deploy."
+    )
+    embedding: EmbeddingSettings | None = setting(
+        None,
+        Nested(EmbeddingSettings, optional=True),
+        "Embeddings chains: the model and vector length this tier serves (required there, refused in chat chains).",
+    )
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in self.KINDS if getattr(self, kind) is not None)
+
+    @property
+    def spec(self) -> Any:
+        return getattr(self, self.kind)
+
+    @property
+    def tier_name(self) -> str:
+        return self.name or self.kind
+
+    @property
+    def leaves_cluster(self) -> bool:
+        return self.cloud is not None or (self.endpoint is not None and not self.endpoint.in_cluster)
+
+    def check(self, path: str) -> None:
+        given = [kind for kind in self.KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                path,
+                given,
+                f"a tier is exactly one of {', '.join(self.KINDS)}: e.g. `{{ollama: {{model: bge-m3}}}}`",
+            )
+        if self.embedding is not None:
+            for key in ("model", "dimensions"):
+                if getattr(self.embedding, key) is None:
+                    raise ConfigError(f"{path}.embedding.{key}", None, "set it", state="is not set")
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """A chain of its own: a client-facing name and its ordered tiers."""
+
+    DOCUMENT_ITEMS: ClassVar[bool] = True
+
+    name: str | None = setting(
+        None, MODEL, "The model name clients request (required); later tiers are `<name>-<tier>`."
+    )
+    aliases: tuple[str, ...] = setting((), ListOf(MODEL, most=16), "Other names clients may request for this chain.")
+    kind: str = setting(
+        "chat",
+        OneOf(*CHAIN_KINDS),
+        "`chat` (/v1/chat/completions) or `embeddings` (/v1/embeddings: every tier serves the same model).",
+    )
+    context_tokens: int | None = setting(
+        None, CONTEXT_TOKENS, "Its local tiers' context (unset: gateway.contextTokens)."
+    )
+    tiers: tuple[TierSettings, ...] = setting((), ListOf(Nested(TierSettings), most=8), "Its tiers, tried in order.")
+
+    def check(self, path: str) -> None:
+        if self.name is None:
+            raise ConfigError(f"{path}.name", None, "name the chain clients call", state="is not set")
+        if not self.tiers:
+            raise ConfigError(f"{path}.tiers", [], "list at least one tier")
+        self._check_order(path)
+        self._check_tier_names(path)
+        if self.kind == "embeddings":
+            self._check_one_embedding_model(path)
+        else:
+            for index, tier in enumerate(self.tiers):
+                if tier.embedding is not None:
+                    raise ConfigError(
+                        f"{path}.tiers[{index}].embedding", plain(tier.embedding), "only embeddings chains: remove it"
+                    )
+
+    def _check_order(self, path: str) -> None:
+        """NFR68: a prompt leaves the cluster only after every in-cluster tier failed."""
+        if self.tiers[0].leaves_cluster:
+            raise ConfigError(
+                f"{path}.tiers[0]", self.tiers[0].kind, "a chain starts in the cluster: put a vllm or ollama tier first"
+            )
+        outside = False
+        for index, tier in enumerate(self.tiers):
+            if outside and not tier.leaves_cluster:
+                raise ConfigError(
+                    f"{path}.tiers[{index}]",
+                    tier.tier_name,
+                    "an in-cluster tier comes before every tier outside the cluster: move it up",
+                )
+            outside = outside or tier.leaves_cluster
+
+    def _check_tier_names(self, path: str) -> None:
+        seen: set[str] = set()
+        for index, tier in enumerate(self.tiers):
+            if tier.tier_name in seen:
+                raise ConfigError(
+                    f"{path}.tiers[{index}].name", tier.tier_name, "two tiers share this name: give each its own `name`"
+                )
+            seen.add(tier.tier_name)
+
+    def _check_one_embedding_model(self, path: str) -> None:
+        """Vectors of different models cannot be compared: an embeddings chain falls over only between
+        tiers that serve the same model, at the same length."""
+        first = None
+        for index, tier in enumerate(self.tiers):
+            key = f"{path}.tiers[{index}].embedding"
+            if tier.embedding is None:
+                raise ConfigError(
+                    key,
+                    None,
+                    "an embeddings tier declares its model and dimensions, e.g. {model: BAAI/bge-m3, dimensions: 1024}",
+                    state="is not set",
+                )
+            declared = (tier.embedding.model, tier.embedding.dimensions)
+            if first is None:
+                first = declared
+            elif declared != first:
+                raise ConfigError(
+                    key,
+                    plain(tier.embedding),
+                    f"every tier of an embeddings chain serves the same model ({first[0]}, {first[1]} dimensions): "
+                    "vectors of another model cannot be searched in the same index; remove the tier or make it "
+                    "serve that model",
+                )
+
+
 @dataclass(frozen=True)
 class Settings:
     namespace: str = setting(PROJECT, DNS_LABEL, "Namespace for everything.")
@@ -552,10 +796,67 @@ class Settings:
     ingress: IngressSettings = setting(None, Nested(IngressSettings), "Reaching the gateway from outside.")
     alerts: AlertsSettings = setting(None, Nested(AlertsSettings), "Alerts and a dashboard for operators.")
     redis: RedisSettings = setting(None, Nested(RedisSettings), "Shared state for a fleet of gateway replicas.")
+    chains: tuple[ChainSettings, ...] = setting(
+        (),
+        ListOf(Nested(ChainSettings), most=8),
+        "More chains beside `gateway.modelName`'s, e.g. an embeddings chain (docs/configuration.md, Chains).",
+    )
     database: bool = derived(False)  # `databaseUrl` set (as a secret): LiteLLM's database features on
 
     def check(self, path: str) -> None:
         _check_ollama_context(self.ollama, self.gateway.context_tokens)
+        self._check_chain_names()
+        _check_shared_ollama(self)
+
+    def _check_chain_names(self) -> None:
+        """Every name a client calls and every group is one chain's only; every object name one tier's."""
+        gateway = self.gateway
+        taken = {
+            gateway.model_name,
+            *gateway.model_aliases,
+            *(tier_group(gateway.model_name, t) for t in FALLBACK_TIERS),
+        }
+        objects: dict[str, str] = {}
+        for index, chain in enumerate(self.chains):
+            names = [("name", chain.name), *((f"aliases[{i}]", alias) for i, alias in enumerate(chain.aliases))]
+            names += [(f"tiers[{i}]", tier_group(chain.name, t.tier_name)) for i, t in enumerate(chain.tiers[1:], 1)]
+            for key, name in names:
+                if name in taken:
+                    raise ConfigError(
+                        f"chains[{index}].{key}",
+                        name,
+                        "already names another chain, alias or tier group: choose another name",
+                    )
+                taken.add(name)
+            for tier_index, tier in enumerate(chain.tiers):
+                if tier.vllm is None:
+                    continue
+                name = tier_object_name(chain.name, tier.tier_name)
+                if name in objects or name in RESERVED_OBJECT_NAMES:
+                    raise ConfigError(
+                        f"chains[{index}].tiers[{tier_index}].name",
+                        tier.tier_name,
+                        f"its Deployment would be called {name}, as {objects.get(name, 'one of the program')}'s: "
+                        "give the chain or the tier another name",
+                    )
+                objects[name] = f"chains[{index}].tiers[{tier_index}]"
+
+    @property
+    def gpu_tiers(self) -> tuple[tuple[ChainSettings, TierSettings], ...]:
+        """The chains' own vLLM Deployments (beside `vllm.*`), each with its chain."""
+        return tuple((chain, tier) for chain in self.chains for tier in chain.tiers if tier.vllm is not None)
+
+    @property
+    def ollama_models(self) -> tuple[tuple[ChainSettings, TierSettings], ...]:
+        """The chains' models on the shared Ollama (beside `ollama.model`), each with its chain."""
+        return tuple((chain, tier) for chain in self.chains for tier in chain.tiers if tier.ollama is not None)
+
+    def chain_context(self, chain: ChainSettings) -> int:
+        return chain.context_tokens or self.gateway.context_tokens
+
+    def tier_replicas(self, vllm: VllmSettings) -> int:
+        """Gaming Mode frees every GPU: each vLLM Deployment runs 0 replicas."""
+        return 0 if self.gaming_mode else vllm.replicas
 
     @property
     def vllm_replicas(self) -> int:
@@ -607,16 +908,19 @@ def parse_settings(
     database_url: str = "missing",
     redis_url: str = "missing",
     master_key: str = "missing",
+    secret_states: Mapping[str, str] | None = None,
 ) -> Settings:
     """Validate the whole stack config (bare keys, no `llm-gateway:` prefix).
 
     `openai_key`, `database_url`, `redis_url` and `master_key` say how `llm-gateway:openaiApiKey`,
     `llm-gateway:databaseUrl`, `llm-gateway:redisUrl` and `llm-gateway:masterKey` are set:
-    "missing", "secret" or "plaintext". Their values never reach this function.
+    "missing", "secret" or "plaintext". Their values never reach this function. `secret_states`: the
+    same for any other key, such as the one a chain's cloud tier names for its key (`apiKey`).
     """
     public = {key: value for key, value in raw.items() if key not in SECRET_CONFIG_KEYS}
-    settings = parse_object(Settings, "", public, also_known=SECRET_CONFIG_KEYS)
+    settings = _parse_with_chain_keys(public)
     _check_openai_key(settings, openai_key)
+    _check_chain_keys(settings, {OPENAI_KEY_CONFIG: openai_key, **(secret_states or {})})
     _check_not_plaintext(DATABASE_URL_CONFIG, database_url)
     _check_not_plaintext(MASTER_KEY_CONFIG, master_key)
     _check_redis_url(settings.redis, redis_url)
@@ -631,6 +935,40 @@ def parse_settings(
             f"the admin UI needs a database: set `pulumi config set --secret {config_key(DATABASE_URL_CONFIG)} <url>`",
         )
     return replace(settings, database=database_url == "secret")
+
+
+def chain_secret_keys(settings: Settings) -> tuple[str, ...]:
+    """The stack-config keys the chains' tiers name for their API keys (each set with --secret)."""
+    keys = (
+        tier.spec.api_key for chain in settings.chains for tier in chain.tiers if tier.kind in ("cloud", "endpoint")
+    )
+    return tuple(dict.fromkeys(key for key in keys if key is not None))
+
+
+def _parse_with_chain_keys(public: Mapping[str, Any]) -> Settings:
+    """A chain's tier may name a top-level key for its secret: known once the chains are read. Parsed
+    twice: first with every key let through, then with only the named ones (a typo is still refused)."""
+    declared = {key for key, _ in declared_fields(Settings)}
+    others = tuple(key for key in public if key not in declared)
+    settings = parse_object(Settings, "", public, also_known=(*SECRET_CONFIG_KEYS, *others))
+    named = chain_secret_keys(settings)
+    if set(others) <= set(named):
+        return settings
+    rest = {key: value for key, value in public.items() if key not in named}
+    return parse_object(Settings, "", rest, also_known=(*SECRET_CONFIG_KEYS, *named))
+
+
+def _check_chain_keys(settings: Settings, states: Mapping[str, str]) -> None:
+    for key in chain_secret_keys(settings):
+        state = states.get(key, "missing")
+        if state == "missing":
+            raise ConfigError(
+                key,
+                None,
+                f"a chain's tier names it for its API key: run `pulumi config set --secret {config_key(key)} <key>`",
+                state="is not set",
+            )
+        _check_not_plaintext(key, state)
 
 
 def _check_ollama_context(ollama: OllamaSettings, context_tokens: int) -> None:
@@ -668,6 +1006,47 @@ def _check_ollama_context(ollama: OllamaSettings, context_tokens: int) -> None:
             f"an Ollama runner holding gateway.contextTokens={context_tokens} needs about {mebibytes(needed)}Mi "
             f"(estimated: {mebibytes(apart)}Mi for the model + {per_token} bytes per token); raise it to at least "
             f'"{mebibytes(needed)}Mi"{shorter}',
+        )
+
+
+def _model_estimate(key: str, model: str, model_memory: str | None, per_token: int | None) -> tuple[int, int]:
+    """(bytes apart from the context, bytes per context token) of an Ollama model: set, or estimated."""
+    shape = KNOWN_OLLAMA_MODELS.get(model)
+    if shape is None and (model_memory is None or per_token is None):
+        missing = "modelMemory" if model_memory is None else "memoryPerContextToken"
+        raise ConfigError(
+            f"{key}.{missing}",
+            None,
+            f"the memory check has no estimate for {model}: set modelMemory (the model's size plus its output "
+            "buffer) and memoryPerContextToken (KV cache and attention buffer per token)",
+            state="is not set",
+        )
+    apart = int(quantity_value(model_memory)) if model_memory else shape.bytes_apart_from_context
+    return int(apart), per_token if per_token is not None else shape.bytes_per_context_token
+
+
+def _check_shared_ollama(settings: Settings) -> None:
+    """One Ollama pod holds every CPU model, each resident at its chain's context: its memory request
+    must hold them all (`ollama.model`'s own check is _check_ollama_context)."""
+    extra = settings.ollama_models
+    if not extra:
+        return
+    ollama = settings.ollama
+    apart, per_token = _model_estimate("ollama", ollama.model, ollama.model_memory, ollama.memory_per_context_token)
+    needed = memory_needed(apart, per_token, settings.gateway.context_tokens)
+    for chain, tier in extra:
+        index = settings.chains.index(chain)
+        key = f"chains[{index}].tiers[{chain.tiers.index(tier)}].ollama"
+        model = tier.ollama
+        apart, per_token = _model_estimate(key, model.model, model.model_memory, model.memory_per_context_token)
+        needed += memory_needed(apart, per_token, settings.chain_context(chain))
+    requested = int(quantity_value(ollama.resources.requests.memory))
+    if requested < needed:
+        raise ConfigError(
+            "ollama.resources.requests.memory",
+            ollama.resources.requests.memory,
+            f"the shared Ollama holds {1 + len(extra)} models resident, about {mebibytes(needed)}Mi in all: "
+            f'raise it to at least "{mebibytes(needed)}Mi"',
         )
 
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from core.chain import failover_chain
+from core.chain import chains, failover_chain
 from core.gateway_pod import gateway_environment, gateway_files
 from core.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER, REDIS_URL_ENV
 from core.settings import Settings
@@ -197,7 +197,7 @@ class Drill:
         """One more proxy (not started) on the same config directory, stand-ins and Redis."""
         env = {
             **os.environ,
-            **gateway_environment(self.settings.gateway, failover_chain(self.settings)),
+            **gateway_environment(self.settings.gateway, chains(self.settings)),
             MASTER_KEY_ENV: self.master_key,
             OPENAI_KEY_ENV: self.openai_key,
             "LITELLM_LOG": os.environ.get("DRILL_LITELLM_LOG", "ERROR"),  # INFO or DEBUG to investigate

@@ -21,7 +21,7 @@ import pytest
 from test_fallback import _gateway_module
 
 from components.ingress import NGINX_BODY_SIZE
-from core.chain import failover_chain
+from core.chain import chains
 from core.gateway_pod import gateway_environment
 from core.names import MAX_REQUEST_BYTES_ENV, REQUEST_CHECK_FILE
 from core.settings import CONTEXT_TOKENS, PROMPT_BYTES_PER_TOKEN, parse_settings
@@ -148,7 +148,7 @@ def test_buffering_is_linear():
 def test_the_default_holds_a_prompt_filling_the_largest_context():
     settings = parse_settings({}, openai_key="secret")
     assert settings.gateway.max_request_bytes >= CONTEXT_TOKENS.high * PROMPT_BYTES_PER_TOKEN
-    environment = gateway_environment(settings.gateway, failover_chain(settings))
+    environment = gateway_environment(settings.gateway, chains(settings))
     assert environment[MAX_REQUEST_BYTES_ENV] == str(settings.gateway.max_request_bytes)
     assert door.MAX_REQUEST_BYTES_ENV == MAX_REQUEST_BYTES_ENV  # the pod's name, the door's name
 

@@ -28,7 +28,7 @@ PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob
 # `llm-gateway:alerts:`. Not the component type tokens (`llm-gateway:index:X`) nor placeholders.
 QUALIFIED_KEY = re.compile(rf"{PROJECT}:(?!index:)([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)*)")
 # A bare key in backticks whose first part is a settings object: `vllm.replicas`, `redis.mode`.
-SETTING_OBJECTS = sorted({key.split(".")[0] for key in setting_keys() if "." in key})
+SETTING_OBJECTS = sorted({key.split(".")[0] for key in setting_keys() if "." in key and "[" not in key.split(".")[0]})
 BARE_KEY = re.compile(rf"`((?:{'|'.join(SETTING_OBJECTS)})\.[A-Za-z][A-Za-z0-9.]*)`")
 # A path in this repository: starts with one of its top-level directories, or is a stack file.
 TRACKED = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -53,6 +53,7 @@ NOT_SETTING_LEAVES = {
         "Kubernetes pod fields",
     ),
     "terminationGracePeriodSeconds": "a Kubernetes pod field",
+    "embedApiKey": "an example key a chain's cloud tier names for its secret (`apiKey`)",
     "enableSecretMutable": "a pulumi-kubernetes provider option",
     "responseHeaderTimeout": "a Traefik setting",
     **dict.fromkeys(
