@@ -848,8 +848,14 @@ class Settings:
 
     @property
     def ollama_models(self) -> tuple[tuple[ChainSettings, TierSettings], ...]:
-        """The chains' models on the shared Ollama (beside `ollama.model`), each with its chain."""
-        return tuple((chain, tier) for chain in self.chains for tier in chain.tiers if tier.ollama is not None)
+        """The chains' other models on the shared Ollama (not `ollama.model`), each once, with its
+        first chain: one served model per Ollama model, so one context (checked in _check_shared_ollama)."""
+        found: dict[str, tuple[ChainSettings, TierSettings]] = {}
+        for chain in self.chains:
+            for tier in chain.tiers:
+                if tier.ollama is not None and tier.ollama.model != self.ollama.model:
+                    found.setdefault(tier.ollama.model, (chain, tier))
+        return tuple(found.values())
 
     def chain_context(self, chain: ChainSettings) -> int:
         return chain.context_tokens or self.gateway.context_tokens
@@ -1028,6 +1034,7 @@ def _model_estimate(key: str, model: str, model_memory: str | None, per_token: i
 def _check_shared_ollama(settings: Settings) -> None:
     """One Ollama pod holds every CPU model, each resident at its chain's context: its memory request
     must hold them all (`ollama.model`'s own check is _check_ollama_context)."""
+    _check_one_context_per_model(settings)
     extra = settings.ollama_models
     if not extra:
         return
@@ -1048,6 +1055,26 @@ def _check_shared_ollama(settings: Settings) -> None:
             f"the shared Ollama holds {1 + len(extra)} models resident, about {mebibytes(needed)}Mi in all: "
             f'raise it to at least "{mebibytes(needed)}Mi"',
         )
+
+
+def _check_one_context_per_model(settings: Settings) -> None:
+    """The shared Ollama derives one served model per model, with one num_ctx: every chain using a
+    model must give it the same context."""
+    contexts = {settings.ollama.model: ("gateway.contextTokens", settings.gateway.context_tokens)}
+    for index, chain in enumerate(settings.chains):
+        for tier in chain.tiers:
+            if tier.ollama is None:
+                continue
+            key, context = contexts.setdefault(
+                tier.ollama.model, (f"chains[{index}].contextTokens", settings.chain_context(chain))
+            )
+            if context != settings.chain_context(chain):
+                raise ConfigError(
+                    f"chains[{index}].contextTokens",
+                    chain.context_tokens,
+                    f"{tier.ollama.model} runs on the shared Ollama with one context, {context} ({key}): "
+                    "give this chain the same, or another model",
+                )
 
 
 def _check_openai_key(settings: Settings, state: str) -> None:
