@@ -167,7 +167,12 @@ def chained(*chains: dict) -> dict:
             "llm-gateway:chains[0].tiers[0]",
         ),
         (
-            chained({"name": "x", "tiers": [{"ollama": {"model": "qwen2.5:3b"}}, {"cloud": {"model": "m", "apiKey": "xKey"}}]}),
+            chained(
+                {
+                    "name": "x",
+                    "tiers": [{"ollama": {"model": "qwen2.5:3b"}}, {"cloud": {"model": "m", "apiKey": "xKey"}}],
+                }
+            ),
             KEY,
             "llm-gateway:xKey",
         ),
