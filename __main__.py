@@ -34,7 +34,14 @@ instance = pulumi.get_stack()
 
 # One explicit provider: the ambient kubeconfig, or, with `renderYamlToDirectory`, YAML files
 # written to that directory instead of a cluster (see the README: Secrets land there in clear).
-provider = k8s.Provider("kubernetes", render_yaml_to_directory=settings.render_yaml_to_directory)
+# ConfigMaps are updated in place: pulumi-kubernetes otherwise replaces one whose data changes
+# (deleting a named one first), so any new gateway code would leave the gateway without its config
+# for a moment. The pods roll on the config's checksum instead (components/litellm.py).
+provider = k8s.Provider(
+    "kubernetes",
+    render_yaml_to_directory=settings.render_yaml_to_directory,
+    enable_config_map_mutable=True,
+)
 on_cluster = pulumi.ResourceOptions(providers=[provider])
 
 if settings.create_namespace:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.chain import Tier, failover_chain
+from core.chain import Chain, Tier, all_tiers, chains, failover_chain
 from core.names import GATEWAY_SERVICE, PROJECT
 from core.settings import Settings
 
@@ -48,8 +48,10 @@ def _fell_back_from(tier: Tier, window: str) -> str:
     )
 
 
-def _failed(reason: str, window: str) -> str:
-    return f'sum(increase(llm_gateway_failed_requests_total{{reason="{reason}"}}[{window}]))'
+def _failed(reason: str, window: str, chain: str | None = None) -> str:
+    """`chain`: only that chain's requests (gateway/honest_errors.py labels each with its model)."""
+    scope = f',requested_model="{chain}"' if chain else ""
+    return f'sum(increase(llm_gateway_failed_requests_total{{reason="{reason}"{scope}}}[{window}]))'
 
 
 def _rule(
@@ -100,41 +102,78 @@ def _progress_blind(gpu: Tier) -> dict[str, Any]:
 
 
 def alert_rules(settings: Settings) -> list[dict[str, Any]]:
-    """The rules of the PrometheusRule's one group (also what `promtool test rules` runs)."""
-    chain = failover_chain(settings)
-    gpu, local_last = chain[0], [tier for tier in chain if tier.in_cluster][-1]
-    cloud = [tier for tier in chain if not tier.in_cluster]
+    """The rules of the PrometheusRule's one group (also what `promtool test rules` runs). The default
+    chain's rules keep their names and expressions; each other chain's carry a `chain` label."""
+    every = chains(settings)
+    scoped = len(every) > 1  # several chains: each rule counts its own chain's requests only
+    rules = _chain_rules(settings, every[0], scoped)
+    cloud = [tier for chain in every for tier in chain.tiers if not tier.in_cluster and tier.kind == "cloud"]
+    if cloud:
+        rules.append(
+            _rule(
+                "LlmGatewaySpendGuardRejecting",
+                f"sum(increase(llm_gateway_cloud_guard_rejections_total[{settings.alerts.window_minutes}m])) > 0",
+                "warning",
+                "The cloud spend guard is refusing requests (429 cloud_rate_limited)",
+                "A cloud limit (openai.rpm, openai.tpm or openai.maxBudgetUsd) is reached while local tiers are down.",
+            )
+        )
+    rules.append(_progress_blind(every[0].tiers[0]))
+    for chain in every[1:]:
+        rules += [_labelled(rule, chain) for rule in _chain_rules(settings, chain, scoped)]
+    if settings.gateway.autoscaling.enabled:
+        rules.append(_autoscaler_blind(settings))
+    return rules
+
+
+def _labelled(rule: dict[str, Any], chain: Chain) -> dict[str, Any]:
+    return {**rule, "labels": {**rule["labels"], "chain": chain.name}}
+
+
+def _chain_rules(settings: Settings, chain: Chain, scoped: bool) -> list[dict[str, Any]]:
+    """One chain's alerts: its GPU tier idle, no tier left, its last local tier failing, its cloud
+    answering. The default chain's last local tier keeps the alert name `LlmGatewayOllamaDown`
+    (Alertmanager routes name it); another chain's is `LlmGatewayLastLocalTierDown`."""
+    tiers = chain.tiers
+    first, local_last = tiers[0], [tier for tier in tiers if tier.in_cluster][-1]
     idle, window = f"{settings.alerts.gpu_idle_minutes}m", f"{settings.alerts.window_minutes}m"
-    rules = [
-        _rule(
-            "LlmGatewayGpuTierNotServing",
-            f"sum(increase({CLIENT_REQUESTS}[{idle}])) > 0 unless on() {_served(gpu, idle)} > 0",
-            "warning",
-            f"The GPU tier ({gpu.name}) has answered nothing for {idle} while requests arrive",
-            "Gaming Mode that was never ended, a lost GPU, or vLLM failing: every answer comes from a slower tier.",
-        ),
+    requests = CLIENT_REQUESTS if not scoped else CLIENT_REQUESTS.replace("}", f',requested_model="{chain.name}"}}')
+    no_tier = _failed("no_tier_available", window, chain.name if scoped else None)
+    rules = []
+    if first.probed:  # a GPU tier (ours or an existing vLLM)
+        rules.append(
+            _rule(
+                "LlmGatewayGpuTierNotServing",
+                f"sum(increase({requests}[{idle}])) > 0 unless on() {_served(first, idle)} > 0",
+                "warning",
+                f"The GPU tier ({first.name}) has answered nothing for {idle} while requests arrive",
+                "Gaming Mode that was never ended, a lost GPU, or vLLM failing: every answer comes from a slower tier.",
+            )
+        )
+    rules.append(
         _rule(
             "LlmGatewayNoTierAvailable",
-            f"{_failed('no_tier_available', window)} > 0",
+            f"{no_tier} > 0",
             "critical",
             "Requests fail: no inference tier could answer them",
             "Clients get 503 no_tier_available: every tier of the chain refused, failed or is cooling down.",
-        ),
-    ]
-    if local_last is not chain[-1]:
-        down = f"{_fell_back_from(local_last, window)} > 0"
-    else:  # no tier after it: its failures are the gateway's failures
-        down = f"{_failed('no_tier_available', window)} > 0"
+        )
+    )
+    # No tier after it: its failures are the gateway's failures.
+    down = f"{_fell_back_from(local_last, window)} > 0" if local_last is not tiers[-1] else f"{no_tier} > 0"
+    default_chain = chain.name == settings.gateway.model_name
     rules.append(
         _rule(
-            "LlmGatewayOllamaDown",
+            "LlmGatewayOllamaDown" if default_chain else "LlmGatewayLastLocalTierDown",
             down,
             "critical",
             f"The last local tier ({local_last.name}) is failing requests",
             "The CPU tier is the last line of defence inside the cluster; after it, prompts leave the cluster.",
         )
     )
-    for tier in cloud:
+    for tier in tiers:
+        if tier.in_cluster:
+            continue
         rules.append(
             _rule(
                 "LlmGatewayCloudServing",
@@ -144,18 +183,6 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
                 "Both local tiers were unavailable for these requests. Check vLLM and Ollama.",
             )
         )
-        rules.append(
-            _rule(
-                "LlmGatewaySpendGuardRejecting",
-                f"sum(increase(llm_gateway_cloud_guard_rejections_total[{window}])) > 0",
-                "warning",
-                "The cloud spend guard is refusing requests (429 cloud_rate_limited)",
-                "A cloud limit (openai.rpm, openai.tpm or openai.maxBudgetUsd) is reached while local tiers are down.",
-            )
-        )
-    rules.append(_progress_blind(gpu))
-    if settings.gateway.autoscaling.enabled:
-        rules.append(_autoscaler_blind(settings))
     return rules
 
 
@@ -166,7 +193,9 @@ def prometheus_rule_spec(settings: Settings) -> dict[str, Any]:
 def dashboard_queries(settings: Settings) -> dict[str, str]:
     """Panel title → PromQL, every query over the metrics above."""
     chain = failover_chain(settings)
-    cloud = [tier for tier in chain if not tier.in_cluster]
+    tiers = all_tiers(settings)
+    cloud = [tier for tier in tiers if not tier.in_cluster]
+    probed = "|".join(tier.name for tier in tiers if tier.probed)
     queries = {
         "Requests per second by tier": (
             'sum by (model_id) (rate(litellm_deployment_success_responses_total{model_id!=""}[5m]))'
@@ -181,8 +210,12 @@ def dashboard_queries(settings: Settings) -> dict[str, str]:
         "Failed requests by reason": "sum by (reason) (rate(llm_gateway_failed_requests_total[5m]))",
         "vLLM probe and cooldown state (0 healthy, 1 partial, 2 outage)": (
             f'max by (model_id) (litellm_deployment_state{{model_id="{chain[0].name}"}})'
+            if not settings.chains
+            else f'max by (model_id) (litellm_deployment_state{{model_id=~"{probed}"}})'
         ),
     }
+    if settings.chains:
+        queries["Requests per second by chain"] = f"sum by (requested_model) (rate({CLIENT_REQUESTS}[5m]))"
     if cloud:
         ids = "|".join(tier.name for tier in cloud)
         queries["Cloud share of answers"] = (
