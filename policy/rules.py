@@ -72,34 +72,72 @@ def _fallback_lists(config: dict[str, Any]) -> Iterator[tuple[str, str, list[str
                     yield section, group, list(targets or [])
 
 
+def _chains(config: dict[str, Any]) -> list[list[str]]:
+    """Each chain's groups: from a head (a group no fallback list leads to), every group its
+    fallbacks reach. A stack may declare several chains; each is checked on its own."""
+    steps: dict[str, list[str]] = {}
+    for _, group, targets in _fallback_lists(config):
+        if group != "*":
+            steps.setdefault(group, []).extend(targets)
+    found = []
+    for head in _chain_heads(config):
+        chain = [head]
+        for group in chain:  # every group reachable from the head, in the order they are reached
+            chain += [target for target in steps.get(group, []) if target not in chain]
+        found.append(chain)
+    return found
+
+
 def cloud_tier_last(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     config = _litellm_config(args)
     if config is None:
         return
     cloud = _cloud_groups(config)
-    groups = [entry.get("model_name") for entry in config.get("model_list") or []]
-    if cloud and any(group in cloud for group in groups[: len(groups) - len(cloud)]):
-        report_violation(f"the cloud tier must be last in model_list, found order {groups}", None)
-    local = [group for group in groups if group not in cloud]
+    last_local = {}
+    listed = [entry.get("model_name") for entry in config.get("model_list") or []]
+    for chain in _chains(config):
+        local = [group for group in chain if group not in cloud]
+        in_list = [group for group in listed if group in chain]  # the chain's groups in model_list's order
+        if any(group in cloud for group in in_list[: len(local)]):
+            report_violation(f"the cloud tier must be last in its chain, found order {in_list}", None)
+        if local:
+            last_local.update(dict.fromkeys(chain, local[-1]))
     for section, group, targets in _fallback_lists(config):
         for index, target in enumerate(targets):
             if target in cloud and targets[index + 1 :]:
                 report_violation(f"{section} fallbacks of {group!r} continue after the cloud tier: {targets}", None)
             if target in cloud and group == "*":
                 report_violation(f"{section} default fallbacks send every group to the cloud: {targets}", None)
-            if target in cloud and local and group != local[-1]:
+            if target in cloud and group in last_local and group != last_local[group]:
                 report_violation(
                     f"{section}: {group!r} falls back straight to the cloud; only the last local tier "
-                    f"({local[-1]!r}) may",
+                    f"({last_local[group]!r}) may",
                     None,
                 )
 
 
-def _chain_head(config: dict[str, Any]) -> str | None:
-    """The group the chain starts at: the first one no fallback list leads to."""
+def chain_serves_one_kind(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Every group a chain's fallbacks reach serves what its head serves (`model_info.mode`: chat, or
+    embedding): a chat answer, or another model's vectors, cannot stand in for an embedding."""
+    config = _litellm_config(args)
+    if config is None:
+        return
+    modes = {
+        entry.get("model_name"): (entry.get("model_info") or {}).get("mode", "chat")
+        for entry in config.get("model_list") or []
+    }
+    for _, group, targets in _fallback_lists(config):
+        for target in targets:
+            if group != "*" and modes.get(target) != modes.get(group):
+                kinds = f"{group!r} ({modes.get(group)}) falls back to {target!r} ({modes.get(target)})"
+                report_violation(f"{kinds}: a chain serves one kind", None)
+
+
+def _chain_heads(config: dict[str, Any]) -> list[str]:
+    """The groups chains start at: those no fallback list leads to."""
     targets = {target for _, _, targets in _fallback_lists(config) for target in targets}
     groups = [entry.get("model_name") for entry in config.get("model_list") or []]
-    return next((group for group in groups if group not in targets), None)
+    return [group for group in groups if group not in targets]
 
 
 def _aliases(config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -117,22 +155,20 @@ def only_the_chain_is_client_callable(args: ResourceValidationArgs, report_viola
     config = _litellm_config(args)
     if config is None:
         return
-    head = _chain_head(config)
+    heads = _chain_heads(config)
     marked = [
         entry.get("model_name")
         for entry in config.get("model_list") or []
         if (entry.get("model_info") or {}).get(CLIENT_FACING)
     ]
-    if set(marked) != {head} or head in _cloud_groups(config):
+    if set(marked) != set(heads) or set(heads) & _cloud_groups(config):
         report_violation(
-            f"model_info.{CLIENT_FACING} must mark the chain's head {head!r} only (in the cluster), found {marked}",
+            f"model_info.{CLIENT_FACING} must mark each chain's head {heads} only (in the cluster), found {marked}",
             None,
         )
     for alias, target in _aliases(config):
         if target not in marked:
-            report_violation(
-                f"model_group_alias {alias!r} points at {target!r}, not at the chain's head {head!r}", None
-            )
+            report_violation(f"model_group_alias {alias!r} points at {target!r}, not at a chain's head {heads}", None)
     callbacks = (config.get("litellm_settings") or {}).get("callbacks") or []
     if f"{FRONT_DOOR_MODULE}.handler" not in callbacks or f"{FRONT_DOOR_MODULE}.py" not in (
         args.props.get("data") or {}
@@ -241,13 +277,18 @@ def _mandatory(name: str, description: str, validate) -> ResourceValidationPolic
 POLICIES = [
     _mandatory(
         "cloud-tier-last",
-        "The cloud tier is last in the chain and every fallback list; only the last local tier reaches it.",
+        "The cloud tier is last in each chain and every fallback list; only a chain's last local tier reaches it.",
         cloud_tier_last,
     ),
     _mandatory(
         "only-the-chain-is-client-callable",
-        "Clients may call the chain's head (and aliases of it) only, through the front door; never a later tier.",
+        "Clients may call each chain's head (and aliases of it) only, through the front door; never a later tier.",
         only_the_chain_is_client_callable,
+    ),
+    _mandatory(
+        "chain-serves-one-kind",
+        "Every tier a chain falls back to serves what its head serves: chat, or embeddings (of one model).",
+        chain_serves_one_kind,
     ),
     _mandatory(
         "no-secret-in-config-map",

@@ -176,3 +176,35 @@ def test_client_chosen_endpoints_are_caught(run):
 
 def test_aliases_of_the_head_pass():
     assert violations(run_program({"gateway": {"modelAliases": ["vllm-qwen", "qwen"]}}, KEY).resources) == []
+
+
+@pytest.fixture(scope="module")
+def chains_run():
+    """The example stack: the default chain, an embeddings chain and a chain on an existing endpoint."""
+    config = yaml.safe_load((ROOT / "examples" / "Pulumi.chains.yaml").read_text())["config"]
+    return run_program({key.split(":", 1)[1]: value for key, value in config.items()}, KEY)
+
+
+def test_every_chain_of_a_several_chain_stack_passes(chains_run):
+    assert violations(chains_run.resources) == []
+
+
+def test_an_embeddings_chain_reaching_a_chat_tier_is_caught(chains_run):
+    """Vectors of another model (or a chat model's answer) cannot stand in for an embedding."""
+
+    def embeddings_to_the_chat_cloud(config):
+        config["router_settings"]["fallbacks"].append({"embed-ollama": ["chat-openai"]})
+
+    found = [v for v in violations(with_config(chains_run, embeddings_to_the_chat_cloud)) if v[0] != "cloud-tier-last"]
+    assert [v[0] for v in found] == ["chain-serves-one-kind"], found
+    assert "embed-ollama" in found[0][2] and "chat-openai" in found[0][2]
+
+
+def test_a_later_chain_whose_head_is_unmarked_is_caught(chains_run):
+    def unmark_embed(config):
+        entry = next(e for e in config["model_list"] if e["model_name"] == "embed")
+        del entry["model_info"]["client_facing"]
+
+    found = violations(with_config(chains_run, unmark_embed))
+    assert {v[0] for v in found} == {"only-the-chain-is-client-callable"}
+    assert any("text-embedding-bge-m3" in v[2] for v in found)  # its alias now points at no head
