@@ -25,6 +25,7 @@ import yaml
 from core.declarations import Flag, declared_fields, doc_rows, object_schema, plain
 from core.names import PROJECT, config_key
 from core.observability import alert_rules
+from core.chain import TIER_KINDS
 from core.settings import SECRET_SETTINGS, Settings
 from core.stack_files import ROOT
 
@@ -160,8 +161,17 @@ def pulumi_yaml_keys() -> str:
     return ", ".join(f"`{key}`" for key in project_config()) + ".\n"
 
 
+def tier_kinds_table() -> str:
+    """core/chain.py TIER_KINDS: each kind of tier, how it is reached, deployed and probed."""
+    rows = ["| kind | protocol | deployed by | health |", "|---|---|---|---|"]
+    for name, kind in TIER_KINDS.items():
+        rows.append(f"| `{name}` | {kind.wire} | {kind.deployed_by or 'not deployed here'} | {kind.health_probe} |")
+    return "\n".join(rows) + "\n"
+
+
 def rendered() -> dict[Any, str]:
     configuration = replace_between(CONFIGURATION_PAGE.read_text(), "config-table", config_table())
+    configuration = replace_between(configuration, "tier-kinds", tier_kinds_table())
     configuration = replace_between(configuration, "pulumi-yaml-keys", pulumi_yaml_keys())
     project = yaml.safe_load(PROJECT_FILE.read_text())
     project["config"] = project_config()

@@ -24,10 +24,17 @@ from urllib.parse import urlparse
 
 import yaml
 
-from core.chain import chains, failover_chain
+from core.chain import all_tiers, chains
 from core.gateway_pod import gateway_environment, gateway_files
-from core.names import CONFIG_FILE_NAME, MASTER_KEY_ENV, OPENAI_KEY_ENV, PROGRESS_PROVIDER, REDIS_URL_ENV
-from core.settings import Settings
+from core.names import (
+    CONFIG_FILE_NAME,
+    MASTER_KEY_ENV,
+    OPENAI_KEY_ENV,
+    PROGRESS_PROVIDER,
+    REDIS_URL_ENV,
+    secret_env_name,
+)
+from core.settings import Settings, chain_secret_keys
 from drill.client import DRILL_MASTER_KEY, chat
 from drill.standins import LOOPBACK, OllamaStandIn, OpenAIStandIn, StandIn, cloud_snapshot
 
@@ -165,9 +172,9 @@ class Drill:
     trial_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # likewise, in config.yaml
 
     def start_standins(self) -> dict[str, str]:
-        """A stand-in for every tier of the chain; the api_base of each, by tier id."""
+        """A stand-in for every tier of every chain; the api_base of each, by tier id."""
         bases = {}
-        for tier in failover_chain(self.settings):
+        for tier in all_tiers(self.settings):
             # The cloud answers with the dated model behind the name it was asked for, as OpenAI does.
             cloud = {} if tier.in_cluster else {"snapshot": cloud_snapshot(tier.served_model)}
             standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port(), **cloud)
@@ -200,6 +207,7 @@ class Drill:
             **gateway_environment(self.settings.gateway, chains(self.settings)),
             MASTER_KEY_ENV: self.master_key,
             OPENAI_KEY_ENV: self.openai_key,
+            **{secret_env_name(key): self.openai_key for key in chain_secret_keys(self.settings)},
             "LITELLM_LOG": os.environ.get("DRILL_LITELLM_LOG", "ERROR"),  # INFO or DEBUG to investigate
             "NO_PROXY": "*",
             **({REDIS_URL_ENV: self.redis_url} if self.redis_url else {}),
@@ -241,7 +249,7 @@ class Drill:
     @property
     def cloud(self) -> StandIn | None:
         """The stand-in of the tier outside the cluster (None without a cloud tier)."""
-        outside = [tier.name for tier in failover_chain(self.settings) if not tier.in_cluster]
+        outside = [tier.name for tier in all_tiers(self.settings) if not tier.in_cluster]
         return self.standins[outside[0]] if outside else None
 
     def counts(self) -> dict[str, int]:
