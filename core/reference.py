@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
+from core.chain import TIER_KINDS
 from core.declarations import Flag, declared_fields, doc_rows, object_schema, plain
 from core.names import PROJECT, config_key
 from core.observability import alert_rules
-from core.chain import TIER_KINDS
 from core.settings import SECRET_SETTINGS, Settings
 from core.stack_files import ROOT
 
