@@ -58,6 +58,7 @@ from core.names import (
     SERVED_MODEL_FILE,
 )
 from core.settings import OpenAISettings, Settings
+from gateway.contract import ANSWERS_AS, CLIENT_FACING, CONTEXT_TOKENS, ENGINE_PROBE, LEAVES_CLUSTER
 
 # Failures Ollama may have before a cooldown: in effect never (see the module docstring).
 NEVER_COOL_DOWN = 1_000_000
@@ -76,21 +77,8 @@ COOL_DOWN_AT_FIRST_FAILURE = {
     "AuthenticationErrorAllowedFails": 0,
 }
 
-# `model_info` marker of the tier whose calls leave the cluster (gateway/ plugins find it by this).
-LEAVES_CLUSTER = "leaves_cluster"
-
-# The flag gateway/vllm_progress.py sees on a background health check (`PROBE_KEY` there).
-ENGINE_PROBE = "engine_probe"
-
-# `model_info` key: the model name an answer of this tier carries (gateway/served_model.py sets it).
-ANSWERS_AS = "answers_as"
-
-# `model_info` marker of the chain's own group: with its aliases, the only names gateway/request_check.py's
-# front door lets clients call (the other groups are steps inside the chain, NFR68).
-CLIENT_FACING = "client_facing"
-
-# `model_info` key of a local tier's context length, which gateway/context_check.py enforces.
-CONTEXT_TOKENS = "context_tokens"
+# The `model_info` markers the plugins find tiers by (LEAVES_CLUSTER, CLIENT_FACING, CONTEXT_TOKENS, ANSWERS_AS,
+# ENGINE_PROBE: imported above, and importable from here) are spelled once, in gateway/contract.py.
 
 
 def callbacks(settings: Settings) -> list[str]:

@@ -12,6 +12,8 @@ import hashlib
 import re
 from pathlib import Path
 
+from gateway.contract import MAX_REQUEST_BYTES_ENV as MAX_REQUEST_BYTES_ENV
+
 PROJECT = "llm-gateway"
 
 # The three Services, and the ports they serve on.
@@ -29,8 +31,8 @@ OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 DATABASE_URL_ENV = "DATABASE_URL"
 REDIS_URL_ENV = "REDIS_URL"
-# The largest request body the gateway reads (gateway/request_check.py reads it; a plain value).
-MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
+# The largest request body the gateway reads, a plain value: MAX_REQUEST_BYTES_ENV (imported above), spelled in
+# gateway/contract.py because gateway/request_check.py reads it.
 
 # One Secret per value: `<gateway>-<suffix>`, holding the value under its env var's name.
 MASTER_KEY_SECRET = "master-key"
@@ -63,6 +65,7 @@ SECRET_CONFIG_KEYS = (OPENAI_KEY_CONFIG, DATABASE_URL_CONFIG, REDIS_URL_CONFIG, 
 # handler modules (beside config.yaml).
 CONFIG_FILE_NAME = "config.yaml"
 GATEWAY_CODE = Path(__file__).resolve().parent.parent / "gateway"
+CONTRACT_FILE = GATEWAY_CODE / "contract.py"  # the facts the plugins share with the program, read beside them
 PROGRESS_HANDLER_FILE = GATEWAY_CODE / "vllm_progress.py"  # vLLM by progress, not total duration
 HONEST_ERRORS_FILE = GATEWAY_CODE / "honest_errors.py"  # truthful 503/429/400 when the chain fails
 CLOUD_GUARD_FILE = GATEWAY_CODE / "cloud_guard.py"  # the cloud tier's rpm / tpm / budget
@@ -71,6 +74,7 @@ CONTEXT_CHECK_FILE = GATEWAY_CODE / "context_check.py"  # a prompt longer than t
 SERVED_MODEL_FILE = GATEWAY_CODE / "served_model.py"  # an answer's `model` names the model that answered
 LEAN_METRICS_FILE = GATEWAY_CODE / "lean_metrics.py"  # LiteLLM's metrics without work for unread series
 GATEWAY_MODULES = (
+    CONTRACT_FILE,
     PROGRESS_HANDLER_FILE,
     HONEST_ERRORS_FILE,
     CLOUD_GUARD_FILE,

@@ -5,7 +5,8 @@ Pure: no Pulumi import. Every expression but one uses metric names and labels th
 LiteLLM's own per-deployment counters (label `model_id` = the tier id, `requested_model` = the model
 group) and those the gateway's plugins add: `llm_gateway_failed_requests_total{reason}`
 (gateway/honest_errors.py), `llm_gateway_cloud_guard_rejections_total{limit}`
-(gateway/cloud_guard.py) and `llm_gateway_vllm_progress_blind` (gateway/vllm_progress.py). The tiers
+(gateway/cloud_guard.py) and `llm_gateway_vllm_progress_blind` (gateway/vllm_progress.py); those names,
+and the reasons the alerts select, come from gateway/contract.py, which the plugins read too. The tiers
 are read from the chain, never spelled out: the GPU tier is the first, Ollama the last one inside the
 cluster, the cloud the one outside it. The one: with the autoscaler on, kube-state-metrics'
 `kube_horizontalpodautoscaler_status_condition` (its internal/store/horizontalpodautoscaler.go),
@@ -19,6 +20,14 @@ from typing import Any
 from core.chain import Chain, Tier, all_tiers, chains, failover_chain
 from core.names import GATEWAY_SERVICE, PROJECT
 from core.settings import Settings
+from gateway.contract import (
+    CLOUD_GUARD_REJECTIONS,
+    CLOUD_RATE_LIMITED,
+    FAILED_REQUESTS,
+    NO_TIER_AVAILABLE,
+    PROGRESS_BLIND,
+    scraped,
+)
 
 DASHBOARD_UID = "llm-gateway-failover"
 # Requests clients sent (LiteLLM's health probes carry route "None").
@@ -28,9 +37,8 @@ CLIENT_REQUESTS = 'litellm_proxy_total_requests_metric_total{route!="None"}'
 # metrics-server has sampled no pod yet (a fresh start of either); a blind autoscaler still holds
 # its pods, so there is no hurry. kube-prometheus-stack's own HPA alerts wait 15 minutes too.
 AUTOSCALER_BLIND_FOR = "15m"
-# gateway/vllm_progress.py PROGRESS_BLIND. Held for a while: one unread sample (a slow answer at peak)
-# is not yet a watch without evidence.
-PROGRESS_BLIND = "llm_gateway_vllm_progress_blind"
+# How long gateway/vllm_progress.py's PROGRESS_BLIND gauge must say 1: one unread sample (a slow answer at
+# peak) is not yet a watch without evidence.
 PROGRESS_BLIND_FOR = "5m"
 
 
@@ -51,7 +59,7 @@ def _fell_back_from(tier: Tier, window: str) -> str:
 def _failed(reason: str, window: str, chain: str | None = None) -> str:
     """`chain`: only that chain's requests (gateway/honest_errors.py labels each with its model)."""
     scope = f',requested_model="{chain}"' if chain else ""
-    return f'sum(increase(llm_gateway_failed_requests_total{{reason="{reason}"{scope}}}[{window}]))'
+    return f'sum(increase({scraped(FAILED_REQUESTS)}{{reason="{reason}"{scope}}}[{window}]))'
 
 
 def _rule(
@@ -112,9 +120,9 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
         rules.append(
             _rule(
                 "LlmGatewaySpendGuardRejecting",
-                f"sum(increase(llm_gateway_cloud_guard_rejections_total[{settings.alerts.window_minutes}m])) > 0",
+                f"sum(increase({scraped(CLOUD_GUARD_REJECTIONS)}[{settings.alerts.window_minutes}m])) > 0",
                 "warning",
-                "The cloud spend guard is refusing requests (429 cloud_rate_limited)",
+                f"The cloud spend guard is refusing requests (429 {CLOUD_RATE_LIMITED})",
                 "A cloud limit (openai.rpm, openai.tpm or openai.maxBudgetUsd) is reached while local tiers are down.",
             )
         )
@@ -138,7 +146,7 @@ def _chain_rules(settings: Settings, chain: Chain, scoped: bool) -> list[dict[st
     first, local_last = tiers[0], [tier for tier in tiers if tier.in_cluster][-1]
     idle, window = f"{settings.alerts.gpu_idle_minutes}m", f"{settings.alerts.window_minutes}m"
     requests = CLIENT_REQUESTS if not scoped else CLIENT_REQUESTS.replace("}", f',requested_model="{chain.name}"}}')
-    no_tier = _failed("no_tier_available", window, chain.name if scoped else None)
+    no_tier = _failed(NO_TIER_AVAILABLE, window, chain.name if scoped else None)
     rules = []
     if first.probed:  # a GPU tier (ours or an existing vLLM)
         rules.append(
@@ -156,7 +164,7 @@ def _chain_rules(settings: Settings, chain: Chain, scoped: bool) -> list[dict[st
             f"{no_tier} > 0",
             "critical",
             "Requests fail: no inference tier could answer them",
-            "Clients get 503 no_tier_available: every tier of the chain refused, failed or is cooling down.",
+            f"Clients get 503 {NO_TIER_AVAILABLE}: every tier of the chain refused, failed or is cooling down.",
         )
     )
     # No tier after it: its failures are the gateway's failures.
@@ -207,7 +215,7 @@ def dashboard_queries(settings: Settings) -> dict[str, str]:
         "Failovers per second (from → to)": (
             "sum by (requested_model, fallback_model) (rate(litellm_deployment_successful_fallbacks_total[5m]))"
         ),
-        "Failed requests by reason": "sum by (reason) (rate(llm_gateway_failed_requests_total[5m]))",
+        "Failed requests by reason": f"sum by (reason) (rate({scraped(FAILED_REQUESTS)}[5m]))",
         "vLLM probe and cooldown state (0 healthy, 1 partial, 2 outage)": (
             f'max by (model_id) (litellm_deployment_state{{model_id="{chain[0].name}"}})'
             if not settings.chains
@@ -223,9 +231,7 @@ def dashboard_queries(settings: Settings) -> dict[str, str]:
             '/ sum(rate(litellm_deployment_success_responses_total{model_id!=""}[1h]))'
         )
         queries["Cloud spend (USD, 24 h)"] = f'sum(increase(litellm_spend_metric_total{{model_id=~"{ids}"}}[24h]))'
-        queries["Spend guard rejections by limit"] = (
-            "sum by (limit) (increase(llm_gateway_cloud_guard_rejections_total[1h]))"
-        )
+        queries["Spend guard rejections by limit"] = f"sum by (limit) (increase({scraped(CLOUD_GUARD_REJECTIONS)}[1h]))"
     return queries
 
 

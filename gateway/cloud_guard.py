@@ -28,6 +28,7 @@ under the same batch id (a write that timed out may still have run; Redis counts
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import uuid
 import weakref
@@ -37,31 +38,38 @@ import litellm
 import redis.asyncio
 import redis.exceptions
 from litellm.integrations.custom_logger import CustomLogger
-from prometheus_client import REGISTRY, Counter
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-
-def gateway_counter(name: str, documentation: str, labels: list[str]) -> Counter:
-    """One counter per process, however often this file is loaded (LiteLLM execs it by path)."""
-    try:
-        return Counter(name, documentation, labels)
-    except ValueError:  # registered by an earlier load of this file
-        return REGISTRY._names_to_collectors[f"{name}_total"]
-
+# The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
+if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(_here)
+from contract import (
+    BUDGET_PERIOD_SECONDS,
+    CLOUD_GUARD_REJECTIONS,
+    CLOUD_GUARD_STORE_ERRORS,
+    KEY_PREFIX,
+    MAX_BUDGET_USD,
+    OPEN,
+    REDIS_DOWN_TAG,
+    REDIS_TIMEOUT_SECONDS,
+    REDIS_URL_ENV_KEY,
+    RPM,
+    SPEND_GUARD,
+    TPM,
+    WHEN_REDIS_DOWN,
+    gateway_counter,
+)
 
 MINUTE = 60.0
 MICRO = 1_000_000  # dollars are counted in Redis as whole micro-dollars: integer sums stay exact
-# Marks the refusal honest_errors.py tells apart (LiteLLM keeps the first 50 characters of the
-# exception that cooled the cloud tier down: the tag must sit early in the message).
-REDIS_DOWN_TAG = "guard-store-down"
 # Served at /metrics/ with LiteLLM's own metrics: a cloud call the guard refused, by limit.
 REJECTIONS = gateway_counter(
-    "llm_gateway_cloud_guard_rejections", "Cloud calls refused by the spend guard, by the limit reached", ["limit"]
+    CLOUD_GUARD_REJECTIONS, "Cloud calls refused by the spend guard, by the limit reached", ["limit"]
 )
 # The shared counts could not be read or written (Redis down or slower than its timeout).
 STORE_ERRORS = gateway_counter(
-    "llm_gateway_cloud_guard_store_errors", "Spend guard calls to Redis that failed or timed out", ["operation"]
+    CLOUD_GUARD_STORE_ERRORS, "Spend guard calls to Redis that failed or timed out", ["operation"]
 )
 
 # KEYS: requests, tokens, tokens total, spend, spend total. ARGV: rpm, tpm, budget (micro-dollars;
@@ -247,18 +255,18 @@ class CloudGuard(CustomLogger):
         return litellm.RateLimitError(message=message, llm_provider="openai", model=model)
 
     def _shared_counts(self, limits: dict) -> SharedCounts | None:
-        variable = limits.get("redis_url_env")
+        variable = limits.get(REDIS_URL_ENV_KEY)
         if not variable:
             return None
         if self.shared is None:
             url = os.environ.get(variable)
             if not url:  # the Secret is mounted by the Deployment: missing means a broken pod spec
                 raise RuntimeError(f"the spend guard's Redis URL is not set (environment variable {variable})")
-            self.shared = SharedCounts(url, float(limits["redis_timeout_seconds"]), limits["key_prefix"])
+            self.shared = SharedCounts(url, float(limits[REDIS_TIMEOUT_SECONDS]), limits[KEY_PREFIX])
         return self.shared
 
     async def async_pre_call_check(self, deployment: dict, parent_otel_span=None) -> dict | None:
-        limits = (deployment.get("model_info") or {}).get("spend_guard")
+        limits = (deployment.get("model_info") or {}).get(SPEND_GUARD)
         if not limits:
             return None
         shared = self._shared_counts(limits)
@@ -267,7 +275,7 @@ class CloudGuard(CustomLogger):
             try:
                 reached = await self._shared_verdict(shared, limits)
             except GuardStoreDown as error:
-                if limits.get("when_redis_down") != "open":
+                if limits.get(WHEN_REDIS_DOWN) != OPEN:
                     raise self._refuse(
                         deployment,
                         "redis_unavailable",
@@ -283,10 +291,10 @@ class CloudGuard(CustomLogger):
 
     @staticmethod
     async def _shared_verdict(shared: SharedCounts, limits: dict) -> tuple[str, str] | None:
-        budget = limits.get("max_budget_usd")
+        budget = limits.get(MAX_BUDGET_USD)
         answer = await shared.admit(
-            rpm=_or_unlimited(limits.get("rpm")),
-            tpm=_or_unlimited(limits.get("tpm")),
+            rpm=_or_unlimited(limits.get(RPM)),
+            tpm=_or_unlimited(limits.get(TPM)),
             budget_micro=-1 if budget is None else round(budget * MICRO),
             period=_budget_period(limits),
         )
@@ -294,18 +302,18 @@ class CloudGuard(CustomLogger):
 
     def _local_verdict(self, limits: dict) -> tuple[str, str] | None:
         now = self.clock()
-        if limits.get("rpm") is not None and self.requests.total(MINUTE, now) >= limits["rpm"]:
+        if limits.get(RPM) is not None and self.requests.total(MINUTE, now) >= limits[RPM]:
             return "rpm", _why("rpm", limits)
-        if limits.get("tpm") is not None and self.tokens.total(MINUTE, now) >= limits["tpm"]:
+        if limits.get(TPM) is not None and self.tokens.total(MINUTE, now) >= limits[TPM]:
             return "tpm", _why("tpm", limits)
-        budget = limits.get("max_budget_usd")
+        budget = limits.get(MAX_BUDGET_USD)
         if budget is not None and self.spend.total(_budget_period(limits), now) >= round(budget * MICRO):
             return "budget", _why("budget", limits)
         return None
 
     async def async_log_success_event(self, kwargs, response_obj, start_time, end_time) -> None:
         model_info = (kwargs.get("litellm_params") or {}).get("model_info") or {}
-        limits = model_info.get("spend_guard")
+        limits = model_info.get(SPEND_GUARD)
         if not limits:
             return
         now = self.clock()
@@ -326,7 +334,7 @@ def _retrieve_exception(flight: asyncio.Future) -> None:
 
 
 def _budget_period(limits: dict) -> float:
-    return limits.get("budget_period_seconds") or MINUTE
+    return limits.get(BUDGET_PERIOD_SECONDS) or MINUTE
 
 
 def _or_unlimited(limit: float | None) -> int:
@@ -335,10 +343,10 @@ def _or_unlimited(limit: float | None) -> int:
 
 def _why(limit: str, limits: dict) -> str:
     if limit == "rpm":
-        return f"{limits['rpm']} requests per minute reached"
+        return f"{limits[RPM]} requests per minute reached"
     if limit == "tpm":
-        return f"{limits['tpm']} tokens per minute reached"
-    return f"budget of ${limits['max_budget_usd']} per {limits['budget_period_seconds']:g} s reached"
+        return f"{limits[TPM]} tokens per minute reached"
+    return f"budget of ${limits[MAX_BUDGET_USD]} per {limits[BUDGET_PERIOD_SECONDS]:g} s reached"
 
 
 handler = CloudGuard()

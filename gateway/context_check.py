@@ -32,13 +32,18 @@ how long Ollama keeps the model loaded: LiteLLM forwards `keep_alive` top-level 
 
 import asyncio
 import json
+import os
+import sys
 import unicodedata
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-# core/litellm_config.py CONTEXT_TOKENS: the model_info key of a local tier's context.
-CONTEXT_TOKENS = "context_tokens"
+# The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
+if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(_here)
+from contract import CONTEXT_LENGTH_EXCEEDED, CONTEXT_TOKENS, INVALID_REQUEST
+
 # The chat template's tokens around each message (Qwen2.5: <|im_start|>role\n ... <|im_end|>\n is 5).
 PER_MESSAGE = 8
 # The template's fixed part: the answer's header, and the default system prompt Qwen2.5 adds when
@@ -157,7 +162,7 @@ def too_long(context: int, tokens: int, counted_all: bool, room: int) -> HTTPExc
     )
     error.type = "invalid_request_error"
     error.param = "messages"
-    error.provider_specific_fields = {"reason": "context_length_exceeded", "context_tokens": context}
+    error.provider_specific_fields = {"reason": CONTEXT_LENGTH_EXCEEDED, "context_tokens": context}
     return error
 
 
@@ -168,7 +173,7 @@ def context_field(field: str) -> HTTPException:
     )
     error.type = "invalid_request_error"
     error.param = field
-    error.provider_specific_fields = {"reason": "invalid_request"}
+    error.provider_specific_fields = {"reason": INVALID_REQUEST}
     return error
 
 

@@ -17,37 +17,41 @@ No message carries an address, a port or a key fragment.
 
 import json
 import logging
+import os
 import re
+import sys
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import ProxyException
-from prometheus_client import REGISTRY, Counter
+
+# The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
+if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(_here)
+from contract import (
+    CLOUD_GUARD_UNAVAILABLE,
+    CLOUD_RATE_LIMITED,
+    FAILED_REQUESTS,
+    INVALID_REQUEST,
+    LEAVES_CLUSTER,
+    NO_TIER_AVAILABLE,
+    REDIS_DOWN_TAG,
+    STREAM_INTERRUPTED,
+    UPSTREAM_AUTH_FAILED,
+    gateway_counter,
+)
 
 _log = logging.getLogger("llm_gateway.honest_errors")
-
-
-def gateway_counter(name: str, documentation: str, labels: list[str]) -> Counter:
-    """One counter per process, however often this file is loaded (LiteLLM execs it by path)."""
-    try:
-        return Counter(name, documentation, labels)
-    except ValueError:  # registered by an earlier load of this file
-        return REGISTRY._names_to_collectors[f"{name}_total"]
-
 
 # Served at /metrics/ with LiteLLM's own metrics (same registry): what the client was told, by
 # reason. LiteLLM counts the failed request against the first tier's error (a vLLM 500), which
 # does not say whether the chain was out of tiers, rate-limited or refused by the cloud.
-FAILED_REQUESTS = gateway_counter(
-    "llm_gateway_failed_requests",
+FAILURES = gateway_counter(
+    FAILED_REQUESTS,
     "Requests answered with an error by the gateway, by the reason the client was given",
     ["reason", "status"],
 )
 
-# The marker core/litellm_config.py puts in the model_info of the tier outside the cluster.
-LEAVES_CLUSTER = "leaves_cluster"
-# gateway/cloud_guard.py's REDIS_DOWN_TAG, at the start of its refusal while Redis is away.
-GUARD_STORE_DOWN = "guard-store-down"
 CLIENT_ERROR_STATUSES = (400, 413, 422)
 # LiteLLM's refusal of a parameter a client may not set (auth_utils.is_request_body_safe and its
 # helpers raise ValueError("Rejected Request: <param> ...")): the request check's front door answers
@@ -112,7 +116,7 @@ async def _cloud_cooldown() -> tuple[str | None, str]:
 def _error(status: int, message: str, error_type: str, reason: str) -> HTTPException:
     """LiteLLM turns this into OpenAI's error body: message, type (read from `.type`), code (the
     status) and `provider_specific_fields` (here: the machine-readable reason)."""
-    FAILED_REQUESTS.labels(reason=reason, status=str(status)).inc()
+    FAILURES.labels(reason=reason, status=str(status)).inc()
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (429, 503) else None
     error = HTTPException(status_code=status, detail=message, headers=headers)
     error.type = error_type
@@ -151,7 +155,7 @@ def _refused_parameter(exception: Exception) -> HTTPException | None:
         return None
     param = found.group(1)
     message = f"Unsupported parameter: '{param}'. The gateway does not take it from clients: remove it."
-    error = _error(400, message, "invalid_request_error", "invalid_request")
+    error = _error(400, message, "invalid_request_error", INVALID_REQUEST)
     error.param = param
     return error
 
@@ -170,7 +174,7 @@ class HonestErrors(CustomLogger):
         if client_status is not None:
             detail = sanitize(_last_tier_message(text).split("LiteLLM:", 1)[0])
             message = f"The model rejected the request: {detail}"
-            return _error(client_status, message, "invalid_request_error", "invalid_request")
+            return _error(client_status, message, "invalid_request_error", INVALID_REQUEST)
         cloud_status, cloud_error = await _cloud_cooldown()
         if cloud_status in ("401", "403") or re.search(r"AuthenticationError|PermissionDeniedError", text):
             return _error(
@@ -178,28 +182,28 @@ class HonestErrors(CustomLogger):
                 "No local inference tier is available, and the cloud tier rejected the gateway's credentials "
                 "(an operator must fix llm-gateway:openaiApiKey).",
                 "service_unavailable_error",
-                "upstream_auth_failed",
+                UPSTREAM_AUTH_FAILED,
             )
-        if GUARD_STORE_DOWN in cloud_error or GUARD_STORE_DOWN in _last_tier_message(text):
+        if REDIS_DOWN_TAG in cloud_error or REDIS_DOWN_TAG in _last_tier_message(text):
             return _error(
                 429,
                 "No local inference tier is available, and the cloud tier is closed: its spend guard cannot reach "
                 "the gateway's shared state (Redis). Retry later.",
                 "rate_limit_error",
-                "cloud_guard_unavailable",
+                CLOUD_GUARD_UNAVAILABLE,
             )
         if cloud_status == "429" or re.search(r"RateLimitError", _last_tier_message(text)):
             return _error(
                 429,
                 "No local inference tier is available, and the cloud tier's rate limit is reached. Retry later.",
                 "rate_limit_error",
-                "cloud_rate_limited",
+                CLOUD_RATE_LIMITED,
             )
         return _error(
             503,
             "No inference tier could answer this request right now (every tier failed or is unavailable). Retry later.",
             "service_unavailable_error",
-            "no_tier_available",
+            NO_TIER_AVAILABLE,
         )
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):
@@ -215,13 +219,10 @@ class HonestErrors(CustomLogger):
             yield stream_error_event()
 
 
-STREAM_INTERRUPTED = "stream_interrupted"
-
-
 def stream_error_event() -> str:
     """One SSE event in OpenAI's error format. LiteLLM's stream (proxy_server.async_data_generator) sends a
     `data: ` string as the stream's last event, then `[DONE]`."""
-    FAILED_REQUESTS.labels(reason=STREAM_INTERRUPTED, status="503").inc()
+    FAILURES.labels(reason=STREAM_INTERRUPTED, status="503").inc()
     error = {
         "message": "The answer broke off after it had started: what was sent is incomplete. Retry the request.",
         "type": "service_unavailable_error",

@@ -57,6 +57,11 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.proxy._types import SpecialHeaders
 
+# The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
+if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(_here)
+from contract import CLIENT_FACING, INVALID_REQUEST, MAX_REQUEST_BYTES_ENV
+
 try:
     from litellm.types.llms.openai import ValidUserMessageContentTypes as USER_CONTENT_TYPES
 except ImportError:  # a later LiteLLM: its own check still fails the request, as a 503
@@ -196,7 +201,7 @@ def invalid_request(param: str, problem: str) -> HTTPException:
     error = HTTPException(status_code=400, detail=f"Invalid value for '{param}': {problem}.")
     error.type = "invalid_request_error"
     error.param = param
-    error.provider_specific_fields = {"reason": "invalid_request"}
+    error.provider_specific_fields = {"reason": INVALID_REQUEST}
     return error
 
 
@@ -284,8 +289,6 @@ NESTED_REFUSED = {
     **{key: frozenset(_BANNED_REQUEST_BODY_PARAMS) for key in _NESTED_CONFIG_KEYS},
     **{key: frozenset(_BANNED_METADATA_PARAMS) for key in _NESTED_METADATA_KEYS},
 }
-# `model_info` marker of the chain's own group, the one name clients call (core/litellm_config.py).
-CLIENT_FACING = "client_facing"
 # Words of LLM routes that LiteLLM's own classification (RouteChecks.is_llm_api_route) misses.
 LLM_ROUTE_WORDS = ("completions", "embeddings", "rerank", "responses", "messages", "realtime", "generateContent")
 STARTED = int(time.time())
@@ -305,8 +308,6 @@ INTERNAL_HEADERS = frozenset(
     )
 )
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
-# core/names.py MAX_REQUEST_BYTES_ENV: the pod's limit on a request body (gateway.maxRequestBytes).
-MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"
 BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 NOT_AN_OBJECT = "Invalid JSON payload: the request body must be a JSON object."
 

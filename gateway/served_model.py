@@ -25,6 +25,8 @@ How, at the least cost per chunk:
 - a plain answer gets its name once, in the proxy's success hook.
 """
 
+import os
+import sys
 from typing import Any
 
 from litellm.constants import RETURN_RAW_MODEL_NAME_METADATA_KEY
@@ -32,8 +34,10 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from litellm.types.utils import ModelResponse
 
-# `model_info` key: the name clients see when this tier answers (core/litellm_config.py renders it).
-ANSWERS_AS = "answers_as"
+# The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
+if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(_here)
+from contract import ANSWERS_AS
 
 
 def public_model(reported: str, deployment_model: str | None, answers_as: str | None) -> str:

@@ -48,6 +48,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -57,13 +59,24 @@ import httpx
 import litellm
 from litellm import CustomLLM
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
-from prometheus_client import REGISTRY, Gauge
 
-LIMIT_KEYS = ("first_token_timeout", "stall_timeout", "max_queue_seconds", "max_connections")
+# The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
+if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
+    sys.path.append(_here)
+from contract import (
+    ENGINE_PROBE,
+    FIRST_TOKEN_TIMEOUT,
+    LIMIT_KEYS,
+    MAX_CONNECTIONS,
+    MAX_QUEUE_SECONDS,
+    PROGRESS_BLIND,
+    STALL_TIMEOUT,
+    gateway_gauge,
+)
+
 T = TypeVar("T")
-PROBE_KEY = "engine_probe"  # set on health-check calls through model_info.health_check_params
 # LiteLLM mixes these into the parameters it hands a custom provider; vLLM must not get them.
-NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", PROBE_KEY, *LIMIT_KEYS}
+NOT_FOR_VLLM = {"stream", "stream_options", "max_retries", "timeout", ENGINE_PROBE, *LIMIT_KEYS}
 # `/health` and `/metrics` have a client of their own: they never wait for a connection behind the
 # traffic (with one shared pool, 110 streams left the probe queued and vLLM judged unhealthy).
 PROBE_CONNECTIONS = 4
@@ -116,12 +129,12 @@ def _limits(optional_params: dict[str, Any], litellm_params: dict[str, Any] | No
     if missing or not isinstance(timeout, int | float):
         raise MissingLimit(f"vllm_progress: the deployment must set {', '.join(missing) or 'timeout'}")
     return Limits(
-        first_token=float(merged["first_token_timeout"]),
-        stall=float(merged["stall_timeout"]),
-        max_queue=float(merged["max_queue_seconds"]),
+        first_token=float(merged[FIRST_TOKEN_TIMEOUT]),
+        stall=float(merged[STALL_TIMEOUT]),
+        max_queue=float(merged[MAX_QUEUE_SECONDS]),
         total=float(timeout),
         provider=str(merged["custom_llm_provider"]),
-        connections=int(merged["max_connections"]),
+        connections=int(merged[MAX_CONNECTIONS]),
     )
 
 
@@ -213,18 +226,11 @@ def parse_metrics(text: str) -> dict[str, float]:
     return sums
 
 
-def _gateway_gauge(name: str, documentation: str) -> Gauge:
-    """One gauge per process, however often LiteLLM execs this file (served at the proxy's /metrics/)."""
-    try:
-        return Gauge(name, documentation)
-    except ValueError:  # registered by an earlier load of this file
-        return REGISTRY._names_to_collectors[name]
-
-
 # 1 while vLLM answers but its /metrics cannot be read (a NetworkPolicy or proxy in the way, a renamed
-# metric, a vLLM upgrade): busy and hung then look alike (core/observability.py alerts on it).
-PROGRESS_BLIND = _gateway_gauge(
-    "llm_gateway_vllm_progress_blind",
+# metric, a vLLM upgrade): busy and hung then look alike (core/observability.py alerts on it). Served at
+# the proxy's /metrics/.
+BLIND = gateway_gauge(
+    PROGRESS_BLIND,
     "1 while vLLM's /metrics cannot be read: only this process's own streams show the engine's progress",
 )
 _log = logging.getLogger("llm_gateway.vllm_progress")
@@ -238,7 +244,7 @@ class MetricsEvidence:
         self.blind = False
 
     def unreadable(self, why: str) -> None:
-        PROGRESS_BLIND.set(1)
+        BLIND.set(1)
         if not self.blind:
             self.blind = True
             _log.warning(
@@ -250,7 +256,7 @@ class MetricsEvidence:
             )
 
     def readable(self) -> None:
-        PROGRESS_BLIND.set(0)
+        BLIND.set(0)
         if self.blind:
             self.blind = False
             _log.warning("vLLM's %s can be read again: busy and hung are told apart.", self.metrics_url)
@@ -807,7 +813,7 @@ class VllmProgressHandler(CustomLLM):
         self, model, messages, api_base, api_key, optional_params, litellm_params=None, timeout=None, **_
     ) -> ModelResponse:
         limits = _limits(optional_params, litellm_params, timeout)
-        if {**(litellm_params or {}), **optional_params}.get(PROBE_KEY):
+        if {**(litellm_params or {}), **optional_params}.get(ENGINE_PROBE):
             return ModelResponse(**await probe_engine(api_base, api_key, model, messages, limits))
         events = vllm_events_retried(api_base, api_key, _payload(model, messages, optional_params), limits, model)
         return ModelResponse(**await assemble_completion(events))

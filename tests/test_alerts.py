@@ -23,6 +23,7 @@ from core.settings import parse_settings
 from core.stack_files import ROOT, stack_settings
 from drill.capture import PHASES, metric_names, phase_end_minute, run_phases
 from drill.runner import Drill
+from gateway.contract import GATEWAY_COUNTERS, GATEWAY_GAUGES, scraped
 from pulumi_harness import CONFIG_MAP, run_program
 
 PROMTOOL = shutil.which("promtool")
@@ -258,3 +259,15 @@ def test_litellm_emits_every_metric_the_alerts_the_dashboard_and_the_docs_read()
     assert config["prometheus_metrics_config"][0]["metrics"] == list(LITELLM_METRICS)
     quiet = dataclasses.replace(settings, gateway=dataclasses.replace(settings.gateway, metrics=False))
     assert "prometheus_metrics_config" not in litellm_config(quiet)["litellm_settings"]
+
+
+def test_the_plugins_define_every_metric_of_theirs_the_alerts_the_dashboard_and_the_docs_read():
+    """The gateway's own series are named in gateway/contract.py, which the plugins register them by."""
+    settings = dataclasses.replace(
+        stack_settings("prod"), alerts=dataclasses.replace(stack_settings("prod").alerts, enabled=True, dashboard=True)
+    )
+    read = json.dumps(alert_rules(settings)) + json.dumps(dashboard_queries(settings))
+    read += (ROOT / "docs" / "monitoring.md").read_text()
+    defined = {*map(scraped, GATEWAY_COUNTERS), *GATEWAY_GAUGES}
+    named = set(re.findall(r"\bllm_gateway_[a-z_]+", read))
+    assert named and named <= defined, named - defined

@@ -15,12 +15,13 @@ import pytest
 
 from core.chain import OLLAMA_NEVER_TRUNCATE
 from core.declarations import ConfigError
-from core.litellm_config import CONTEXT_TOKENS, litellm_config
+from core.litellm_config import litellm_config
 from core.settings import parse_settings
 from core.stack_files import stack_config, stack_settings
 from drill import tokenizer
 from drill.client import DRILL_MASTER_KEY
 from gateway import context_check
+from gateway.contract import CONTEXT_TOKENS
 from pulumi_harness import DEPLOYMENT, run_program
 
 KEY = {"openaiApiKey": "sk-test"}
@@ -75,7 +76,6 @@ def test_the_gateway_knows_the_context_of_each_local_tier_and_ollama_never_trunc
     assert by_tier["vllm"]["model_info"][CONTEXT_TOKENS] == by_tier["ollama"]["model_info"][CONTEXT_TOKENS] == 6000
     assert CONTEXT_TOKENS not in by_tier["openai"]["model_info"]  # the cloud's window is not ours
     assert by_tier["ollama"]["litellm_params"]["extra_body"] == {"truncate": False, "shift": False}
-    assert context_check.CONTEXT_TOKENS == CONTEXT_TOKENS  # the same key on both sides of the ConfigMap
     assert "context_check.handler" in config["litellm_settings"]["callbacks"]
 
 

@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from core.chain import failover_chain
-from core.litellm_config import LEAVES_CLUSTER, litellm_config, nested_fallbacks, render_config_yaml
-from core.names import HONEST_ERRORS_FILE, PROGRESS_HANDLER_FILE, PROGRESS_PROVIDER
+from core.litellm_config import litellm_config, nested_fallbacks, render_config_yaml
+from core.names import PROGRESS_HANDLER_FILE, PROGRESS_PROVIDER
 from core.settings import parse_settings
+from gateway.contract import ENGINE_PROBE, LEAVES_CLUSTER, LIMIT_KEYS
 
 
 def settings_for(raw=None, enabled=True):
@@ -113,17 +114,15 @@ def test_the_progress_handler_takes_its_limits_from_the_deployment_and_fails_lou
         progress._limits({}, {**without, "custom_llm_provider": PROGRESS_PROVIDER}, vllm["timeout"])
 
 
-def test_honest_errors_finds_the_cloud_tier_by_the_marker_the_chain_renders():
-    honest = _gateway_module(HONEST_ERRORS_FILE)
+def test_the_cloud_tier_and_only_it_carries_the_marker_honest_errors_finds_it_by():
     model_list = litellm_config(settings_for())["model_list"]
-    marked = [m["model_info"]["id"] for m in model_list if m["model_info"].get(honest.LEAVES_CLUSTER)]
+    marked = [m["model_info"]["id"] for m in model_list if m["model_info"].get(LEAVES_CLUSTER)]
     assert marked == [tier.name for tier in failover_chain(settings_for()) if not tier.in_cluster] == ["openai"]
-    assert honest.LEAVES_CLUSTER == LEAVES_CLUSTER
 
 
 def test_the_vllm_probe_is_the_engine_check_not_a_generation():
     progress = _gateway_module(PROGRESS_HANDLER_FILE)
     vllm = litellm_config(settings_for())["model_list"][0]
-    assert vllm["model_info"]["health_check_params"] == {progress.PROBE_KEY: True}
-    assert progress.PROBE_KEY in progress.NOT_FOR_VLLM
-    assert set(progress.LIMIT_KEYS) <= set(vllm["litellm_params"])
+    assert vllm["model_info"]["health_check_params"] == {ENGINE_PROBE: True}
+    assert ENGINE_PROBE in progress.NOT_FOR_VLLM
+    assert set(LIMIT_KEYS) <= set(vllm["litellm_params"])  # core/chain.py renders every limit the handler needs

@@ -22,7 +22,7 @@ from litellm.proxy._types import LiteLLMRoutes
 from test_fallback import _gateway_module
 
 from core.chain import failover_chain
-from core.litellm_config import CLIENT_FACING, litellm_config
+from core.litellm_config import litellm_config
 from core.names import REQUEST_CHECK_FILE
 from core.settings import parse_settings
 from core.stack_files import stack_settings
@@ -302,7 +302,6 @@ def test_the_door_reads_the_marker_and_aliases_the_chain_renders():
     config = litellm_config(settings)
     names = door.client_names(config["model_list"], config["router_settings"]["model_group_alias"])
     assert names == {"chat": "chat", ALIAS: "chat", "qwen": "chat"}
-    assert door.CLIENT_FACING == CLIENT_FACING
     # An alias of an internal group is not a client name, whatever the config says.
     assert door.client_names(config["model_list"], {"gpt": "chat-openai", "x": {"model": "chat"}}) == {
         "chat": "chat",

@@ -162,6 +162,7 @@ def test_the_config_map_ships_the_progress_handler_byte_for_byte(default_run):
         assert data[module.name] == module.read_text()
     assert sorted(data) == sorted([CONFIG_FILE_NAME, *(module.name for module in GATEWAY_MODULES)])
     assert {m.name for m in GATEWAY_MODULES} == {
+        "contract.py",
         "vllm_progress.py",
         "honest_errors.py",
         "cloud_guard.py",

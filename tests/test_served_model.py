@@ -12,12 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.litellm_config import ANSWERS_AS, litellm_config
+from core.litellm_config import litellm_config
 from core.names import SERVED_MODEL_FILE
 from core.ollama_model import served_model
 from core.stack_files import stack_settings
 from drill.client import chat
 from drill.standins import cloud_snapshot
+from gateway.contract import ANSWERS_AS
 
 MODEL = "chat"
 SETTINGS = stack_settings("dev")
@@ -43,7 +44,7 @@ def test_the_ollama_tier_answers_as_the_operators_model_and_the_plugin_reads_tha
     ollama = next(m for m in litellm_config(SETTINGS)["model_list"] if m["model_info"]["id"] == "ollama")
     assert ollama["model_info"][ANSWERS_AS] == SETTINGS.ollama.model != served_model(SETTINGS.ollama.model)
     assert ollama["litellm_params"]["model"].endswith(served_model(SETTINGS.ollama.model))
-    assert served.ANSWERS_AS == ANSWERS_AS
+    assert served._answers_as(ollama["model_info"]) == SETTINGS.ollama.model  # what the plugin reads
     others = [m["model_info"] for m in litellm_config(SETTINGS)["model_list"] if m["model_info"]["id"] != "ollama"]
     assert all(ANSWERS_AS not in info for info in others)  # they report their own model
 

@@ -15,6 +15,7 @@ from core.names import HONEST_ERRORS_FILE
 from drill.redis_server import DRILL_REDIS_PASSWORD, RedisServer
 from drill.runner import free_port
 from drill.slow_link import SlowLink
+from gateway.contract import CLOUD_GUARD_UNAVAILABLE, REDIS_DOWN_TAG
 from tests.test_cloud_guard import Response, load_guard_module
 from tests.test_fallback import _gateway_module
 
@@ -236,10 +237,11 @@ def test_a_write_that_timed_out_yet_ran_is_counted_once(redis_server, slow_link)
     assert redis_server.command("GET", SPEND_TOTAL) == "2000000"
 
 
-def test_honest_errors_knows_the_guards_redis_down_tag():
-    """The two plugins are loaded by path, apart: the tag is spelled in each and must agree, and it
-    must sit within the 50 characters of the exception LiteLLM keeps with a cooldown."""
+def test_honest_errors_tells_the_guards_redis_refusal_from_a_rate_limit():
+    """The two plugins are loaded by path, apart, and share the tag through gateway/contract.py. It must
+    sit within the 50 characters of the exception LiteLLM keeps with a cooldown."""
     guard, honest = load_guard_module(), _gateway_module(HONEST_ERRORS_FILE)
-    assert guard.REDIS_DOWN_TAG == honest.GUARD_STORE_DOWN
-    refusal = guard.CloudGuard()._refuse(cloud({}), "redis_unavailable", f"{guard.REDIS_DOWN_TAG}: Redis away")
-    assert guard.REDIS_DOWN_TAG in str(refusal)[:50]
+    refusal = guard.CloudGuard()._refuse(cloud({}), "redis_unavailable", f"{REDIS_DOWN_TAG}: Redis away")
+    assert REDIS_DOWN_TAG in str(refusal)[:50]
+    answer = asyncio.run(honest.handler.async_post_call_failure_hook({}, refusal, None))
+    assert answer.status_code == 429 and answer.provider_specific_fields == {"reason": CLOUD_GUARD_UNAVAILABLE}
