@@ -31,6 +31,7 @@ from core.settings import (
     TierSettings,
     VllmSettings,
 )
+from gateway.contract import FIRST_TOKEN_TIMEOUT, MAX_CONNECTIONS, MAX_QUEUE_SECONDS, STALL_TIMEOUT
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
@@ -121,10 +122,10 @@ def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Pl
             "api_base": place.url(service, VLLM_PORT, "/v1"),
             "api_key": LOCAL_API_KEY_PLACEHOLDER,
             "timeout": vllm.timeout_seconds,
-            "first_token_timeout": vllm.first_token_timeout_seconds,
-            "stall_timeout": vllm.stall_timeout_seconds,
-            "max_queue_seconds": vllm.max_queue_seconds,
-            "max_connections": vllm_connections(vllm.extra_args),
+            FIRST_TOKEN_TIMEOUT: vllm.first_token_timeout_seconds,
+            STALL_TIMEOUT: vllm.stall_timeout_seconds,
+            MAX_QUEUE_SECONDS: vllm.max_queue_seconds,
+            MAX_CONNECTIONS: vllm_connections(vllm.extra_args),
             "max_retries": 0,
         },
         api="openai",
@@ -201,10 +202,12 @@ def endpoint_tier(name: str, group: str, endpoint: EndpointTierSettings, place: 
         vllm = VllmSettings()  # the progress limits' defaults
         params["model"] = f"{PROGRESS_PROVIDER}/{endpoint.model}"
         params.update(
-            first_token_timeout=vllm.first_token_timeout_seconds,
-            stall_timeout=vllm.stall_timeout_seconds,
-            max_queue_seconds=0,
-            max_connections=vllm_connections(()),
+            {
+                FIRST_TOKEN_TIMEOUT: vllm.first_token_timeout_seconds,
+                STALL_TIMEOUT: vllm.stall_timeout_seconds,
+                MAX_QUEUE_SECONDS: 0,
+                MAX_CONNECTIONS: vllm_connections(()),
+            }
         )
     elif endpoint.api == "ollama":
         params["model"] = f"{'ollama_chat' if place.mode == 'chat' else 'ollama'}/{endpoint.model}"

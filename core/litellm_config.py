@@ -58,7 +58,22 @@ from core.names import (
     SERVED_MODEL_FILE,
 )
 from core.settings import OpenAISettings, Settings
-from gateway.contract import ANSWERS_AS, CLIENT_FACING, CONTEXT_TOKENS, ENGINE_PROBE, LEAVES_CLUSTER
+from gateway.contract import (
+    ANSWERS_AS,
+    BUDGET_PERIOD_SECONDS,
+    CLIENT_FACING,
+    CONTEXT_TOKENS,
+    ENGINE_PROBE,
+    KEY_PREFIX,
+    LEAVES_CLUSTER,
+    MAX_BUDGET_USD,
+    REDIS_TIMEOUT_SECONDS,
+    REDIS_URL_ENV_KEY,
+    RPM,
+    SPEND_GUARD,
+    TPM,
+    WHEN_REDIS_DOWN,
+)
 
 # Failures Ollama may have before a cooldown: in effect never (see the module docstring).
 NEVER_COOL_DOWN = 1_000_000
@@ -112,17 +127,17 @@ def spend_guard(settings: Settings, cloud: OpenAISettings | None = None) -> dict
     openai = cloud if cloud is not None else settings.openai
     limits: dict[str, Any] = {}
     if openai.rpm is not None:
-        limits["rpm"] = openai.rpm
+        limits[RPM] = openai.rpm
     if openai.tpm is not None:
-        limits["tpm"] = openai.tpm
+        limits[TPM] = openai.tpm
     if openai.max_budget_usd is not None:
-        limits["max_budget_usd"] = openai.max_budget_usd
-        limits["budget_period_seconds"] = openai.budget_period_seconds
+        limits[MAX_BUDGET_USD] = openai.max_budget_usd
+        limits[BUDGET_PERIOD_SECONDS] = openai.budget_period_seconds
     if limits and settings.redis.enabled:
-        limits["redis_url_env"] = REDIS_URL_ENV
-        limits["redis_timeout_seconds"] = settings.redis.timeout_seconds
-        limits["key_prefix"] = shared_state_prefix(settings)
-        limits["when_redis_down"] = settings.redis.cloud_guard_when_down
+        limits[REDIS_URL_ENV_KEY] = REDIS_URL_ENV
+        limits[REDIS_TIMEOUT_SECONDS] = settings.redis.timeout_seconds
+        limits[KEY_PREFIX] = shared_state_prefix(settings)
+        limits[WHEN_REDIS_DOWN] = settings.redis.cloud_guard_when_down
     return limits
 
 
@@ -137,7 +152,7 @@ def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) 
     if not tier.in_cluster:
         model_info[LEAVES_CLUSTER] = True
         if limits:
-            model_info["spend_guard"] = limits
+            model_info[SPEND_GUARD] = limits
     if tier.probed:
         model_info["health_check_timeout"] = health_check_timeout
         # The probe asks gateway/vllm_progress.py for /health and the engine's progress, not for a

@@ -70,6 +70,7 @@ from core.names import (
     tier_object_name,
 )
 from core.ollama_model import model_problem, quantity_value
+from gateway.contract import WHEN_REDIS_DOWN_POLICIES
 
 # Images are pinned by exact tag. The LiteLLM tag must match the litellm[proxy] version the
 # drill tests run (tests/test_versions.py checks the two agree).
@@ -511,7 +512,7 @@ class RedisSettings(PinnedImage):
     )
     cloud_guard_when_down: str = setting(
         "closed",
-        OneOf("closed", "open"),
+        OneOf(*WHEN_REDIS_DOWN_POLICIES),
         "With Redis away, `closed` refuses cloud calls (429 `cloud_guard_unavailable`); `open` lets each replica "
         "enforce the limits on its own counts (the fleet may then spend N times them). Local tiers are unaffected.",
     )
