@@ -76,7 +76,9 @@ MAX_REQUEST_BYTES_ENV = "LLM_GATEWAY_MAX_REQUEST_BYTES"  # the largest body requ
 
 # --- Metrics the plugins add to LiteLLM's /metrics/; core/observability.py's alerts and dashboard, and
 # docs/monitoring.md, read them. A counter is scraped with `_total` after its name (`scraped`).
-FAILED_REQUESTS = "llm_gateway_failed_requests"  # counter {reason, status}: honest_errors.py, by FAILURE_REASONS
+FAILED_REQUESTS = (
+    "llm_gateway_failed_requests"  # counter {reason, status, requested_model}: honest_errors.py, by FAILURE_REASONS
+)
 CLOUD_GUARD_REJECTIONS = "llm_gateway_cloud_guard_rejections"  # counter {limit}: cloud_guard.py's refusals
 CLOUD_GUARD_STORE_ERRORS = "llm_gateway_cloud_guard_store_errors"  # counter {operation}: Redis failed or slow
 PROGRESS_BLIND = "llm_gateway_vllm_progress_blind"  # gauge: 1 while vLLM's /metrics cannot be read

@@ -48,8 +48,8 @@ _log = logging.getLogger("llm_gateway.honest_errors")
 # does not say whether the chain was out of tiers, rate-limited or refused by the cloud.
 FAILURES = gateway_counter(
     FAILED_REQUESTS,
-    "Requests answered with an error by the gateway, by the reason the client was given",
-    ["reason", "status"],
+    "Requests answered with an error by the gateway, by the reason the client was given and the chain asked",
+    ["reason", "status", "requested_model"],
 )
 
 CLIENT_ERROR_STATUSES = (400, 413, 422)
@@ -93,30 +93,45 @@ def _client_error_status(exception: Exception, text: str) -> int | None:
     return status if status in CLIENT_ERROR_STATUSES else None
 
 
-async def _cloud_cooldown() -> tuple[str | None, str]:
-    """The status and (start of the) error that put the cloud tier in cooldown, if it is cooling down.
-    Read asynchronously: with Redis, cooldowns may be read from it, and a slow Redis must not block
-    every other request of this process meanwhile."""
+def _chain_groups(router, head: str) -> set[str]:
+    """The groups the chain named `head` reaches through the router's fallbacks: with several chains,
+    only this chain's cloud tier speaks for this request."""
+    steps: dict[str, list[str]] = {}
+    for step in router.fallbacks or []:
+        for group, targets in (step or {}).items():
+            steps.setdefault(group, []).extend(targets or [])
+    reached = [head]
+    for group in reached:
+        reached += [target for target in steps.get(group, []) if target not in reached]
+    return set(reached)
+
+
+async def _cloud_cooldown(requested: str) -> tuple[str | None, str]:
+    """The status and (start of the) error that put the chain's cloud tier in cooldown, if it is cooling
+    down. Read asynchronously: with Redis, cooldowns may be read from it, and a slow Redis must not
+    block every other request of this process meanwhile."""
     try:
         from litellm.proxy.proxy_server import llm_router
     except ImportError:
         return None, ""
     if llm_router is None:
         return None, ""
+    groups = _chain_groups(llm_router, requested)
     cloud_ids = [
         deployment["model_info"]["id"]
         for deployment in llm_router.model_list or []
-        if (deployment.get("model_info") or {}).get(LEAVES_CLUSTER)
+        if (deployment.get("model_info") or {}).get(LEAVES_CLUSTER) and deployment.get("model_name") in groups
     ]
     for _, cooldown in await llm_router.cooldown_cache.async_get_active_cooldowns(cloud_ids, None):
         return str(cooldown.get("status_code")), str(cooldown.get("exception_received") or "")
     return None, ""
 
 
-def _error(status: int, message: str, error_type: str, reason: str) -> HTTPException:
+def _error(status: int, message: str, error_type: str, reason: str, requested: str = "") -> HTTPException:
     """LiteLLM turns this into OpenAI's error body: message, type (read from `.type`), code (the
-    status) and `provider_specific_fields` (here: the machine-readable reason)."""
-    FAILURES.labels(reason=reason, status=str(status)).inc()
+    status) and `provider_specific_fields` (here: the machine-readable reason). `requested`: the
+    chain the client asked for (the front door admits only the chains' names: few label values)."""
+    FAILURES.labels(reason=reason, status=str(status), requested_model=requested).inc()
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (429, 503) else None
     error = HTTPException(status_code=status, detail=message, headers=headers)
     error.type = error_type
@@ -170,12 +185,13 @@ class HonestErrors(CustomLogger):
         if isinstance(original_exception, ProxyException | HTTPException):
             return None  # the gateway's own answers (budgets, bad routes, request checks) are already right
         text = str(original_exception)
+        requested = _requested(request_data)
         client_status = _client_error_status(original_exception, text)
         if client_status is not None:
             detail = sanitize(_last_tier_message(text).split("LiteLLM:", 1)[0])
             message = f"The model rejected the request: {detail}"
-            return _error(client_status, message, "invalid_request_error", INVALID_REQUEST)
-        cloud_status, cloud_error = await _cloud_cooldown()
+            return _error(client_status, message, "invalid_request_error", INVALID_REQUEST, requested)
+        cloud_status, cloud_error = await _cloud_cooldown(requested)
         if cloud_status in ("401", "403") or re.search(r"AuthenticationError|PermissionDeniedError", text):
             return _error(
                 503,
@@ -183,6 +199,7 @@ class HonestErrors(CustomLogger):
                 "(an operator must fix llm-gateway:openaiApiKey).",
                 "service_unavailable_error",
                 UPSTREAM_AUTH_FAILED,
+                requested,
             )
         if REDIS_DOWN_TAG in cloud_error or REDIS_DOWN_TAG in _last_tier_message(text):
             return _error(
@@ -191,6 +208,7 @@ class HonestErrors(CustomLogger):
                 "the gateway's shared state (Redis). Retry later.",
                 "rate_limit_error",
                 CLOUD_GUARD_UNAVAILABLE,
+                requested,
             )
         if cloud_status == "429" or re.search(r"RateLimitError", _last_tier_message(text)):
             return _error(
@@ -198,12 +216,14 @@ class HonestErrors(CustomLogger):
                 "No local inference tier is available, and the cloud tier's rate limit is reached. Retry later.",
                 "rate_limit_error",
                 CLOUD_RATE_LIMITED,
+                requested,
             )
         return _error(
             503,
             "No inference tier could answer this request right now (every tier failed or is unavailable). Retry later.",
             "service_unavailable_error",
             NO_TIER_AVAILABLE,
+            requested,
         )
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):
@@ -216,13 +236,19 @@ class HonestErrors(CustomLogger):
         except Exception as failed:  # any error mid-stream: the client gets none of its internals
             # ... and the operator all of them: this replaces LiteLLM's own log line for it.
             _log.warning("a stream failed after its first chunk: %s", type(failed).__name__, exc_info=True)
-            yield stream_error_event()
+            yield stream_error_event(_requested(request_data))
 
 
-def stream_error_event() -> str:
+def _requested(request_data) -> str:
+    """The chain the client called (an alias already rewritten to it by the front door)."""
+    model = (request_data or {}).get("model") if isinstance(request_data, dict) else None
+    return model[:100] if isinstance(model, str) else ""
+
+
+def stream_error_event(requested: str = "") -> str:
     """One SSE event in OpenAI's error format. LiteLLM's stream (proxy_server.async_data_generator) sends a
     `data: ` string as the stream's last event, then `[DONE]`."""
-    FAILURES.labels(reason=STREAM_INTERRUPTED, status="503").inc()
+    FAILURES.labels(reason=STREAM_INTERRUPTED, status="503", requested_model=requested).inc()
     error = {
         "message": "The answer broke off after it had started: what was sent is incomplete. Retry the request.",
         "type": "service_unavailable_error",

@@ -271,3 +271,53 @@ def test_the_plugins_define_every_metric_of_theirs_the_alerts_the_dashboard_and_
     defined = {*map(scraped, GATEWAY_COUNTERS), *GATEWAY_GAUGES}
     named = set(re.findall(r"\bllm_gateway_[a-z_]+", read))
     assert named and named <= defined, named - defined
+
+
+# --- several chains (issue 23): each chain's alerts count its own requests only ----------------------
+
+CHAINS = parse_settings(
+    {
+        "alerts": {"enabled": True},
+        "chains": [
+            {
+                "name": "embed",
+                "kind": "embeddings",
+                "tiers": [
+                    {"vllm": {"model": "BAAI/bge-m3"}, "embedding": {"model": "BAAI/bge-m3", "dimensions": 1024}},
+                    {
+                        "ollama": {"model": "bge-m3", "modelMemory": "1200Mi", "memoryPerContextToken": 20000},
+                        "embedding": {"model": "BAAI/bge-m3", "dimensions": 1024},
+                    },
+                ],
+            }
+        ],
+        "ollama": {"resources": {"requests": {"memory": "8Gi"}, "limits": {"memory": "10Gi"}}},
+    },
+    openai_key="secret",
+)
+
+
+def test_each_chain_gets_its_alerts_labelled_with_it():
+    rules = alert_rules(CHAINS)
+    embed = [rule for rule in rules if rule["labels"].get("chain") == "embed"]
+    assert {rule["alert"] for rule in embed} == {
+        "LlmGatewayGpuTierNotServing",
+        "LlmGatewayNoTierAvailable",
+        "LlmGatewayLastLocalTierDown",
+    }
+    default = [rule for rule in rules if "chain" not in rule["labels"]]
+    assert "LlmGatewayOllamaDown" in {rule["alert"] for rule in default}  # its name kept: routes name it
+    assert all(
+        'requested_model="embed"' in rule["expr"] for rule in embed if rule["alert"] != "LlmGatewayLastLocalTierDown"
+    )
+
+
+@needs_promtool
+def test_promtool_fires_no_tier_available_for_the_failing_chain_only(tmp_path):
+    # From minute 5 every embeddings request fails with no tier left; chat requests are all answered.
+    failed = 'llm_gateway_failed_requests_total{reason="no_tier_available",status="503",requested_model="%s"}'
+    series = [{"series": failed % "embed", "values": "0x4 1+1x10"}, {"series": failed % "chat", "values": "0x15"}]
+    rules = [rule for rule in alert_rules(CHAINS) if rule["alert"] == "LlmGatewayNoTierAvailable"]
+    embed = next(rule for rule in rules if rule["labels"].get("chain") == "embed")
+    firing = [{"exp_labels": embed["labels"], "exp_annotations": embed["annotations"]}]
+    assert_promtool_alert(tmp_path, CHAINS, embed, series, {"4m": [], "8m": firing})
