@@ -31,7 +31,14 @@ from core.settings import (
     TierSettings,
     VllmSettings,
 )
-from gateway.contract import FIRST_TOKEN_TIMEOUT, MAX_CONNECTIONS, MAX_QUEUE_SECONDS, STALL_TIMEOUT
+from gateway.contract import (
+    CHAT_MODE,
+    EMBEDDING_MODE,
+    FIRST_TOKEN_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_QUEUE_SECONDS,
+    STALL_TIMEOUT,
+)
 
 # LiteLLM needs some api_key for an OpenAI-compatible deployment; vLLM and Ollama ignore it.
 LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
@@ -278,7 +285,7 @@ def chains(settings: Settings) -> tuple[Chain, ...]:
     default = Chain(gateway.model_name, "chat", gateway.model_aliases, failover_chain(settings))
     declared = []
     for chain in settings.chains:
-        mode = "embedding" if chain.kind == "embeddings" else "chat"
+        mode = EMBEDDING_MODE if chain.kind == "embeddings" else CHAT_MODE
         place = Place(settings.namespace, settings.cluster_domain, settings.chain_context(chain), mode)
         tiers = tuple(_chain_tier(chain, index, tier, place) for index, tier in enumerate(chain.tiers))
         declared.append(Chain(chain.name, chain.kind, chain.aliases, _facing(tiers)))

@@ -61,12 +61,14 @@ from core.settings import OpenAISettings, Settings
 from gateway.contract import (
     ANSWERS_AS,
     BUDGET_PERIOD_SECONDS,
+    CHAT_MODE,
     CLIENT_FACING,
     CONTEXT_TOKENS,
     ENGINE_PROBE,
     KEY_PREFIX,
     LEAVES_CLUSTER,
     MAX_BUDGET_USD,
+    MODE,
     REDIS_TIMEOUT_SECONDS,
     REDIS_URL_ENV_KEY,
     RPM,
@@ -143,10 +145,10 @@ def spend_guard(settings: Settings, cloud: OpenAISettings | None = None) -> dict
 
 def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) -> dict[str, Any]:
     model_info: dict[str, Any] = {"id": tier.name}
-    if tier.mode != "chat":
+    if tier.mode != CHAT_MODE:
         # LiteLLM's own marker: its health check embeds instead of chatting; the front door
         # (gateway/request_check.py) serves this chain on the embeddings route only.
-        model_info["mode"] = tier.mode
+        model_info[MODE] = tier.mode
     if tier.client_facing:
         model_info[CLIENT_FACING] = True
     if not tier.in_cluster:

@@ -42,7 +42,7 @@ from litellm.integrations.custom_logger import CustomLogger
 # The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
 if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
     sys.path.append(_here)
-from contract import CONTEXT_LENGTH_EXCEEDED, CONTEXT_TOKENS, INVALID_REQUEST
+from contract import CONTEXT_LENGTH_EXCEEDED, CONTEXT_TOKENS, INVALID_REQUEST, chain_groups
 
 # The chat template's tokens around each message (Qwen2.5: <|im_start|>role\n ... <|im_end|>\n is 5).
 PER_MESSAGE = 8
@@ -53,6 +53,9 @@ PER_REQUEST = 40
 PER_TOOLS = 200
 CHAT_CALLS = ("completion", "acompletion")
 TEXT_CALLS = ("text_completion", "atext_completion")
+EMBEDDING_CALLS = ("embedding", "aembedding")
+# An embedding model's own tokens around each input (BERT-like models: [CLS] and [SEP]).
+PER_INPUT = 2
 # Fields that would change the context a tier runs with, or undo Ollama's `truncate: false`; and
 # Ollama's `keep_alive`, which decides when the runner (and its context) is unloaded.
 CONTEXT_FIELDS = ("num_ctx", "extra_body", "keep_alive")
@@ -177,15 +180,21 @@ def context_field(field: str) -> HTTPException:
     return error
 
 
-def chain_context() -> int | None:
-    """The smallest context of the local tiers in the proxy's model list (they are equal by design)."""
+def chain_context(requested: str | None = None) -> int | None:
+    """The smallest context of the requested chain's local tiers (equal by design), or of every
+    tier in the proxy's model list when no chain is named."""
     try:
         from litellm.proxy.proxy_server import llm_router
     except ImportError:
         return None
     if llm_router is None:
         return None
-    limits = [(entry.get("model_info") or {}).get(CONTEXT_TOKENS) for entry in llm_router.model_list or [] if entry]
+    groups = set(chain_groups(llm_router.fallbacks, requested)) if requested else None
+    limits = [
+        (entry.get("model_info") or {}).get(CONTEXT_TOKENS)
+        for entry in llm_router.model_list or []
+        if entry and (groups is None or entry.get("model_name") in groups)
+    ]
     limits = [limit for limit in limits if isinstance(limit, int)]
     return min(limits) if limits else None
 
@@ -202,11 +211,63 @@ def refusal(data: dict, context: int | None) -> HTTPException | None:
     return too_long(context, tokens, counted_all, room) if tokens + room > context else None
 
 
+def embedding_inputs(data: dict) -> list:
+    """An embeddings request's inputs, each its own sequence: a string, or a list of token ids."""
+    value = data.get("input")
+    if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], int)):
+        return [value]
+    return list(value) if isinstance(value, list) else []
+
+
+def input_too_long(context: int, index: int, tokens: int) -> HTTPException:
+    error = HTTPException(
+        status_code=400,
+        detail=(
+            f"This model's maximum context length is {context} tokens. However, input {index} resulted in about "
+            f"{tokens} tokens (estimated, possibly a few percent high). Please reduce the length of the input."
+        ),
+    )
+    error.type = "invalid_request_error"
+    error.param = "input"
+    error.provider_specific_fields = {"reason": CONTEXT_LENGTH_EXCEEDED, "context_tokens": context}
+    return error
+
+
+def _may_overflow(text, context: int) -> bool:
+    """More bytes (or token ids) than room: worth counting its tokens."""
+    size = len(text) if isinstance(text, list) else len(text.encode()) if isinstance(text, str) else 0
+    return size + PER_INPUT > context
+
+
+def embedding_refusal(data: dict, context: int | None) -> HTTPException | None:
+    """An input longer than the chain's context gets a 400 before any tier: vLLM would refuse it, but
+    Ollama cuts it (truncate) and answers the vector of a shorter text, which fits no index."""
+    if context is None:
+        return None
+    for index, text in enumerate(embedding_inputs(data)):
+        if not _may_overflow(text, context):
+            continue
+        if isinstance(text, list):
+            tokens = len(text) + PER_INPUT
+        else:
+            tokens = sum(text_tokens(piece) for piece in pieces(text)) + PER_INPUT
+        if tokens > context:
+            return input_too_long(context, index, tokens)
+    return None
+
+
 class ContextCheck(CustomLogger):
     async def async_pre_call_hook(self, user_api_key_dict, cache, data, call_type):
+        if call_type in EMBEDDING_CALLS:
+            context = chain_context(data.get("model"))
+            if context is not None and any(_may_overflow(text, context) for text in embedding_inputs(data)):
+                refused = await asyncio.to_thread(embedding_refusal, data, context)  # tokenising: off the loop
+                if refused is not None:
+                    raise refused
+            return data
         if call_type not in CHAT_CALLS + TEXT_CALLS:
             return data
-        context = chain_context()
+        context = chain_context(data.get("model"))
         if context is not None and not fits_by_bytes(*prompt_texts(data), context - answer_room(data)):
             # Tokenising a long prompt takes milliseconds (9 ms near 8192 tokens, 25 ms at most past
             # it): off the event loop, which serves every other request (tiktoken releases the GIL).

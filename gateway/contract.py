@@ -32,6 +32,11 @@ CLIENT_FACING = "client_facing"  # the chain's own group: with its aliases, all 
 CONTEXT_TOKENS = "context_tokens"  # a local tier's context length, which context_check.py enforces
 ANSWERS_AS = "answers_as"  # the model an answer of this tier names (served_model.py sets it)
 SPEND_GUARD = "spend_guard"  # the cloud tier's limits, which cloud_guard.py enforces (keys below)
+# LiteLLM's own key: an embeddings chain's tiers say `mode: embedding` (its health check embeds); the
+# front door serves such a chain on the embeddings route only, context_check.py counts its inputs.
+MODE = "mode"
+EMBEDDING_MODE = "embedding"
+CHAT_MODE = "chat"  # no `mode` key at all: a chat chain's config stays as it was before chains
 # Set in `model_info.health_check_params`: LiteLLM hands it to vllm_progress.py on a background health
 # check, which then asks vLLM's /health and the engine's progress instead of queueing a generation.
 ENGINE_PROBE = "engine_probe"
@@ -125,3 +130,16 @@ def gateway_gauge(name: str, documentation: str):
 
     registered = REGISTRY._names_to_collectors.get(name)
     return registered if registered is not None else Gauge(name, documentation)
+
+
+def chain_groups(fallbacks, head: str) -> list[str]:
+    """The groups of the chain `head` starts: itself, then every group its fallbacks reach (the
+    router's `fallbacks`, a list of {group: [next]}). With several chains, what one request may use."""
+    steps: dict[str, list[str]] = {}
+    for step in fallbacks or []:
+        for group, targets in (step or {}).items():
+            steps.setdefault(group, []).extend(targets or [])
+    reached = [head]
+    for group in reached:
+        reached += [target for target in steps.get(group, []) if target not in reached]
+    return reached

@@ -38,6 +38,7 @@ from contract import (
     REDIS_DOWN_TAG,
     STREAM_INTERRUPTED,
     UPSTREAM_AUTH_FAILED,
+    chain_groups,
     gateway_counter,
 )
 
@@ -93,19 +94,6 @@ def _client_error_status(exception: Exception, text: str) -> int | None:
     return status if status in CLIENT_ERROR_STATUSES else None
 
 
-def _chain_groups(router, head: str) -> set[str]:
-    """The groups the chain named `head` reaches through the router's fallbacks: with several chains,
-    only this chain's cloud tier speaks for this request."""
-    steps: dict[str, list[str]] = {}
-    for step in router.fallbacks or []:
-        for group, targets in (step or {}).items():
-            steps.setdefault(group, []).extend(targets or [])
-    reached = [head]
-    for group in reached:
-        reached += [target for target in steps.get(group, []) if target not in reached]
-    return set(reached)
-
-
 async def _cloud_cooldown(requested: str) -> tuple[str | None, str]:
     """The status and (start of the) error that put the chain's cloud tier in cooldown, if it is cooling
     down. Read asynchronously: with Redis, cooldowns may be read from it, and a slow Redis must not
@@ -116,7 +104,7 @@ async def _cloud_cooldown(requested: str) -> tuple[str | None, str]:
         return None, ""
     if llm_router is None:
         return None, ""
-    groups = _chain_groups(llm_router, requested)
+    groups = chain_groups(llm_router.fallbacks, requested)
     cloud_ids = [
         deployment["model_info"]["id"]
         for deployment in llm_router.model_list or []

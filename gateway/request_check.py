@@ -60,7 +60,7 @@ from litellm.proxy._types import SpecialHeaders
 # The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
 if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
     sys.path.append(_here)
-from contract import CLIENT_FACING, INVALID_REQUEST, MAX_REQUEST_BYTES_ENV
+from contract import CHAT_MODE, CLIENT_FACING, EMBEDDING_MODE, INVALID_REQUEST, MAX_REQUEST_BYTES_ENV, MODE
 
 try:
     from litellm.types.llms.openai import ValidUserMessageContentTypes as USER_CONTENT_TYPES
@@ -225,6 +225,8 @@ class RequestCheck(CustomLogger):
 # client needs, and on the chat route only the names the operator gave clients.
 
 CHAT_PATHS = ("/chat/completions", "/v1/chat/completions")
+# Served only when the stack has an embeddings chain (its names, no other): else 404 as any other route.
+EMBEDDINGS_PATHS = ("/embeddings", "/v1/embeddings")
 MODEL_LIST_PATHS = ("/models", "/v1/models")
 ONE_MODEL_PREFIXES = ("/models/", "/v1/models/")
 PROBE_PATHS = ("/health/liveliness", "/health/liveness", "/health/readiness")
@@ -470,6 +472,55 @@ def _not_the_clients(param: str) -> Refusal:
 
 def chat_request_problem(data: dict, names: Mapping[str, str], query_string: bytes) -> Refusal | None:
     """What the door refuses in a chat request (a JSON object), or None."""
+    return _model_problem(data, names, query_string) or _refused_field(data)
+
+
+# OpenAI's embeddings API: at most 2048 inputs a request; what each field may be.
+MOST_INPUTS = 2048
+EMBEDDING_FIELDS = {
+    "encoding_format": lambda v: None if v in ("float", "base64") else "expected 'float' or 'base64'",
+    "dimensions": _between(1, 65536, whole=True),
+    "user": _of_type(str, "expected a string"),
+}
+
+
+def _embedding_input_problem(value) -> str | None:
+    """`input`: a string, a list of strings, a list of token ids, or a list of such lists; none empty."""
+    if isinstance(value, str):
+        return None if value else "expected a non-empty string"
+    if not isinstance(value, list) or not value:
+        return "expected a string, a list of strings or a list of token ids, non-empty"
+    if len(value) > MOST_INPUTS:
+        return f"at most {MOST_INPUTS} inputs"
+    if all(_is_integer(item) for item in value):
+        return None
+    for item in value:
+        if isinstance(item, str) and item:
+            continue
+        if isinstance(item, list) and item and all(_is_integer(token) for token in item):
+            continue
+        return "every input must be a non-empty string or a non-empty list of token ids"
+    return None
+
+
+def embedding_request_problem(data: dict, names: Mapping[str, str], query_string: bytes) -> Refusal | None:
+    """What the door refuses in an embeddings request (a JSON object), or None."""
+    refusal = _model_problem(data, names, query_string) or _refused_field(data)
+    if refusal is not None:
+        return refusal
+    if "input" not in data:
+        return Refusal(400, "You must provide an input parameter.", param="input")
+    wrong = _embedding_input_problem(data["input"])
+    if wrong:
+        return Refusal(400, f"Invalid value for 'input': {wrong}.", param="input")
+    for field, check in EMBEDDING_FIELDS.items():
+        if data.get(field) is not None and (problem := check(data[field])):
+            return Refusal(400, f"Invalid value for '{field}': {problem}.", param=field)
+    return None
+
+
+def _model_problem(data: dict, names: Mapping[str, str], query_string: bytes) -> Refusal | None:
+    """The model: in the body, a string, one of the names this route serves."""
     if query_string and any(
         key == "model" for key, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     ):
@@ -481,14 +532,20 @@ def chat_request_problem(data: dict, names: Mapping[str, str], query_string: byt
         return Refusal(400, "Invalid type for 'model': expected a string.", param="model")
     if model not in names:
         return model_not_found(model, names)
-    return _refused_field(data)
+    return None
 
 
-def client_names(model_list: list[dict] | None, aliases: Mapping[str, Any] | None) -> dict[str, str]:
-    """Each name a client may call → the chain's group it stands for: the group marked client-facing,
-    and each `model_group_alias` of it (LiteLLM's alias: a string, or `{"model": ...}`)."""
+def client_names(
+    model_list: list[dict] | None, aliases: Mapping[str, Any] | None, mode: str | None = CHAT_MODE
+) -> dict[str, str]:
+    """Each name a client may call → the chain's group it stands for: the groups marked client-facing
+    (of chains serving `mode`, LiteLLM's `model_info.mode`; None: every chain), and each
+    `model_group_alias` of one (LiteLLM's alias: a string, or `{"model": ...}`)."""
     heads = {
-        entry.get("model_name") for entry in model_list or [] if (entry.get("model_info") or {}).get(CLIENT_FACING)
+        entry.get("model_name")
+        for entry in model_list or []
+        if (entry.get("model_info") or {}).get(CLIENT_FACING)
+        and mode in (None, (entry.get("model_info") or {}).get(MODE, CHAT_MODE))
     }
     names = {head: head for head in heads}
     for alias, target in (aliases or {}).items():
@@ -499,19 +556,23 @@ def client_names(model_list: list[dict] | None, aliases: Mapping[str, Any] | Non
 
 
 class _ClientNames:
-    """The router's client names, computed once per router (LiteLLM builds it at start)."""
+    """The router's client names by mode (chat, embedding; None: all), computed once per router
+    (LiteLLM builds it at start)."""
 
     def __init__(self) -> None:
         self._router: Any = None
-        self._names: dict[str, str] = {}
+        self._names: dict[str | None, dict[str, str]] = {}
 
-    def get(self) -> dict[str, str]:
+    def get(self, mode: str | None = CHAT_MODE) -> dict[str, str]:
         proxy = sys.modules.get("litellm.proxy.proxy_server")
         router = getattr(proxy, "llm_router", None)
         if router is not None and router is not self._router:
-            self._names = client_names(router.model_list, router.model_group_alias)
+            self._names = {
+                each: client_names(router.model_list, router.model_group_alias, each)
+                for each in (CHAT_MODE, EMBEDDING_MODE, None)
+            }
             self._router = router
-        return self._names
+        return self._names.get(mode, {})
 
 
 def model_list_body(names: Mapping[str, str], one: str | None = None) -> bytes:
@@ -613,7 +674,7 @@ class FrontDoor:
             return await _answer(send, too_large(self.limit))  # not a byte of it read
         method, path = scope.get("method", ""), scope.get("path", "")
         if is_preflight(method, scope):  # as LiteLLM answers it, for the routes the door admits
-            if admitted(preflight_method(scope), path):
+            if self._serves(preflight_method(scope), path):
                 return await self.inner(scope, receive, send)
             return await _answer(send, unknown_route(preflight_method(scope), path))
         has_key = steering = form = False
@@ -624,14 +685,14 @@ class FrontDoor:
         if not has_key and not open_without_a_key(path):
             message = "No API key was sent: send the gateway's key as `Authorization: Bearer <key>`."
             return await _answer(send, Refusal(401, message, error_type="auth_error"))
-        if not admitted(method, path):
+        if not self._serves(method, path):
             return await _answer(send, unknown_route(method, path))
-        if method == "POST" and path in CHAT_PATHS:
+        if method == "POST" and (path in CHAT_PATHS or path in EMBEDDINGS_PATHS):
             if steering:
                 return await _answer(send, _steering_header(scope))
             if form:  # LiteLLM would parse a form into a request: chat is JSON, as OpenAI's
                 return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
-            return await self._chat(scope, receive, send)
+            return await self._chat(scope, receive, send, EMBEDDING_MODE if path in EMBEDDINGS_PATHS else CHAT_MODE)
         if method == "GET" and (path in MODEL_LIST_PATHS or path.startswith(ONE_MODEL_PREFIXES)):
             return await self._models(scope, receive, send, path)
         if method in BODY_METHODS and self.limit is not None:  # the admin UI's routes, when on
@@ -649,7 +710,14 @@ class FrontDoor:
             await _answer(send, too_large(self.limit))
             return None
 
-    async def _chat(self, scope, receive, send) -> None:
+    def _serves(self, method: str, path: str) -> bool:
+        """The allowlist, and the embeddings route while an embeddings chain exists."""
+        if method == "POST" and path in EMBEDDINGS_PATHS:
+            return bool(self.names.get(EMBEDDING_MODE))
+        return admitted(method, path)
+
+    async def _chat(self, scope, receive, send, mode: str = CHAT_MODE) -> None:
+        """A chat or an embeddings request: checked at the door, an alias rewritten to its chain."""
         body = await self._body_or_answer(receive, send)
         if body is None:
             return None
@@ -657,8 +725,9 @@ class FrontDoor:
         if (parsed or data is not None) and not isinstance(data, dict):  # `null` parses to None
             return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
         if isinstance(data, dict):
-            names = self.names.get()
-            refusal = chat_request_problem(data, names, scope.get("query_string", b""))
+            names = self.names.get(mode)
+            problem = chat_request_problem if mode == CHAT_MODE else embedding_request_problem
+            refusal = problem(data, names, scope.get("query_string", b""))
             if refusal is not None:
                 return await _answer(send, refusal)
             if names[data["model"]] != data["model"]:  # an alias: the chain behind it sees its own name
@@ -670,7 +739,7 @@ class FrontDoor:
 
     async def _models(self, scope, receive, send, path: str) -> None:
         """LiteLLM checks the key (asked as GET /v1/models); its 200 is replaced by the client names."""
-        names = self.names.get()
+        names = self.names.get(None)
         one = path.split("/models/", 1)[1] if path.startswith(ONE_MODEL_PREFIXES) else None
         if one is not None and one not in names:
             return await _answer(send, model_not_found(one, names))
