@@ -64,7 +64,7 @@ for chain, tier in settings.gpu_tiers:  # the other chains' GPU tiers: a Deploym
     )
     VllmBackend(own, gpu, opts=on_cluster)
 more_models = tuple(
-    OllamaModel(tier.ollama.model, tier.ollama.model_digest, settings.chain_context(chain))
+    OllamaModel(tier.ollama.model, tier.ollama.model_digest, settings.chain_context(chain), chain.kind)
     for chain, tier in settings.ollama_models
 )
 OllamaBackend("ollama", OllamaArgs(settings.ollama, context, placement, more_models), opts=on_cluster)

@@ -90,6 +90,80 @@ WARM_UP = ["/bin/sh", "-c", LOAD]
 MODEL_RESIDENT = ["/bin/sh", "-c", f"{RESIDENT}\nresident || {{ {LOAD} && resident; }}"]
 # One model load on CPU (tens of seconds for a 3B model): the budget of a warm-up or a reload.
 LOAD_SECONDS = 120
+
+# A pod with more models than `ollama.model` (chains' tiers on the shared Ollama): every one warm
+# after the startup probe and kept resident by the readiness probe, each loaded the way its kind
+# allows. Only such a pod gets these commands and variables: a one-model pod is rendered as before.
+# - A chat model loads as LOAD does.
+# - An embedding model cannot: `ollama run` has no embedding path in 0.12.6 (cmd/cmd.go RunHandler
+#   always ends in /api/generate; one came in 0.12.10), and GenerateHandler (server/routes.go) asks
+#   scheduleRunner for the completion capability, which a model whose GGUF has `pooling_type`
+#   lacks (server/images.go Model.Capabilities, CheckCapabilities): a 400 "does not support
+#   generate" before anything loads. /api/embed with no input loads it (EmbedHandler:
+#   scheduleRunner with no capability asked, then `embeddings: []`): the endpoint LiteLLM's
+#   `ollama/` embeddings call, with the model's own parameters, so one runner for warm-up, probe and
+#   requests. No CLI command calls it and the image has no curl or wget (Dockerfile at v0.12.6:
+#   ubuntu:24.04 plus ca-certificates and libvulkan1), so bash (essential in Ubuntu) sends the request
+#   itself over /dev/tcp. Model names are plain ASCII without quotes (core/ollama_model.py).
+# - `ollama ps` lists embedding models too (server/routes.go PsHandler: every runner the scheduler
+#   has loaded, no filter), so one residency check serves both kinds.
+# - OLLAMA_KEEP_ALIVE=-1 holds every model: a load without its own keep_alive takes it
+#   (server/sched.go load; envconfig.KeepAlive: negative is forever).
+# - How many stay loaded: OLLAMA_MAX_LOADED_MODELS, when unset, becomes 3 per device on the first
+#   load (server/sched.go processPending, defaultModelsPerGPU; 1 per device if a GPU's free memory
+#   is unreliable), and a CPU is one device (discover/gpu.go devInfoToInfoList). A fourth model would
+#   unload another (findRunnerToUnload: the shortest keep-alive, then the lowest model path), which
+#   readiness would load back, unloading the next: set to the pod's model count instead.
+# - Memory: the scheduler fits each model in the node's free memory (/proc/meminfo,
+#   discover/cpu_linux.go GetCPUMem), never the container's limit; the memory check of
+#   ollama.resources.requests.memory (core/settings.py _check_shared_ollama) sizes the pod for all.
+# These commands run under bash (for /dev/tcp); the model lists are split on spaces, never globbed.
+SEVERAL_MODELS_FUNCTIONS = r"""set -f
+listed() { loaded=$(timeout LIST_SECONDS ollama ps) || exit 1; }
+resident() { printf "%s\n" "$loaded" | cut -d " " -f 1 | grep -qxF -- "$1"; }
+all_resident() {
+  listed
+  for model in $CHAT_MODELS $EMBEDDING_MODELS; do
+    resident "$model" || { echo "$model is not resident" >&2; return 1; }
+  done
+}
+embed() {
+  local body="{\"model\":\"$1\"}" status=
+  { printf 'POST /api/embed HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+    printf 'Content-Length: %s\r\n\r\n%s' "${#body}" "$body"
+    read -r status <&3; } 3<>/dev/tcp/127.0.0.1/OLLAMA_PORT >&3
+  case $status in "HTTP/1."?" 200 "*) ;; *) echo "$1: ${status:-no answer}" >&2; return 1 ;; esac
+}
+load() {
+  case " $EMBEDDING_MODELS " in
+    *" $1 "*) embed "$1" ;;
+    *) ollama run "$1" </dev/null >/dev/null ;;
+  esac
+}
+""".replace("LIST_SECONDS", str(LIST_SECONDS)).replace("OLLAMA_PORT", str(OLLAMA_PORT))
+# Warm every model, then require them all resident: a model that did not stay (too many for the
+# scheduler) fails the startup probe with its name, rather than passing into a readiness that never holds.
+WARM_UP_ALL = [
+    "/bin/bash",
+    "-c",
+    SEVERAL_MODELS_FUNCTIONS
+    + 'for model in $CHAT_MODELS $EMBEDDING_MODELS; do load "$model" || exit 1; done\nall_resident\n',
+]
+# MODEL_RESIDENT for every model: any that left memory is loaded back (its own way), then all are
+# checked again, so a load that unloaded another is not taken for ready.
+ALL_RESIDENT = [
+    "/bin/bash",
+    "-c",
+    SEVERAL_MODELS_FUNCTIONS
+    + """\
+listed
+reloaded=
+for model in $CHAT_MODELS $EMBEDDING_MODELS; do
+  resident "$model" || { load "$model" || exit 1; reloaded=1; }
+done
+[ -z "$reloaded" ] || all_resident
+""",
+]
 IMAGE_PULL_SECONDS = 300  # the Ollama image is a few GB
 SERVER_START_SECONDS = 60  # the pull script waits this long for its private server
 # The image sets NVIDIA_VISIBLE_DEVICES=all: on a node whose default runtime is nvidia the "CPU"
@@ -106,6 +180,7 @@ class OllamaModel:
     model: str
     digest: str | None
     context_tokens: int  # its chain's context: its served model's num_ctx
+    kind: str = "chat"  # its chain's kind, "chat" or "embeddings": how the probes load it (`load`)
 
 
 @dataclass(frozen=True)
@@ -142,6 +217,8 @@ class OllamaBackend(pulumi.ComponentResource):
             self._pull_more(pod_spec["initContainers"][0], index, more, ollama)
             for index, more in enumerate(args.more_models, 2)
         ]
+        if args.more_models:
+            self._serve_several(pod_spec["containers"][0], ollama, args.more_models)
         init_seconds = (SERVER_START_SECONDS + ollama.pull_timeout_seconds) * (1 + len(args.more_models))
         rollout = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)
         # The models volume is ReadWriteOnce: the old pod must let go before the new mounts it.
@@ -165,6 +242,23 @@ class OllamaBackend(pulumi.ComponentResource):
             MODEL_CONTEXT=str(more.context_tokens),
         )
         return {**first, "name": f"pull-model-{index}", "env": kube.env(env)}
+
+    @staticmethod
+    def _serve_several(container: dict[str, Any], ollama: OllamaSettings, more: tuple[OllamaModel, ...]) -> None:
+        """The server's probes and variables for `ollama.model` and `more`: each model warmed and
+        kept resident its kind's way, all of them loaded at once, a load's budget per model."""
+        chat = [served_model(ollama.model)] + [served_model(m.model) for m in more if m.kind != "embeddings"]
+        embeddings = [served_model(m.model) for m in more if m.kind == "embeddings"]
+        container["env"] += kube.env(
+            {
+                "CHAT_MODELS": " ".join(chat),
+                "EMBEDDING_MODELS": " ".join(embeddings),
+                "OLLAMA_MAX_LOADED_MODELS": str(1 + len(more)),
+            }
+        )
+        load_all = LOAD_SECONDS * (1 + len(more))
+        container["startupProbe"] = kube.exec_probe(WARM_UP_ALL, period=10, timeout=load_all, failures=5)
+        container["readinessProbe"] = kube.exec_probe(ALL_RESIDENT, period=5, timeout=load_all, failures=2)
 
     @staticmethod
     def _pod_spec(ollama: OllamaSettings, context_tokens: int, models_claim: pulumi.Input[str]) -> dict[str, Any]:

@@ -6,7 +6,14 @@ python3). What it keeps from the real one, with the upstream file it follows:
 - the on-disk layout under $OLLAMA_MODELS: `manifests/<host>/<namespace>/<model>/<tag>` and
   `blobs/sha256-<hex>`; a model's digest is the sha256 of its manifest file (server/manifest.go);
 - `serve` on $OLLAMA_HOST (envconfig/config.go Host), with /api/tags, /api/show, /api/pull,
-  /api/create, /api/generate, /api/chat, /api/ps, /api/version (server/routes.go);
+  /api/create, /api/generate, /api/chat, /api/embed, /api/embeddings, /api/ps, /api/version
+  (server/routes.go), each request logged as a `[GIN]` line with its status, method and path;
+- capabilities (server/images.go Model.Capabilities): a model whose weights carry `pooling_type`
+  (a GGUF key) is an embedding model, any other a completion model. /api/generate and /api/chat ask
+  for completion after their unload branch and before loading (GenerateHandler, ChatHandler via
+  scheduleRunner): an embedding model gets 400 `"<name>" does not support generate` (or chat) and
+  nothing loads; /api/embed and /api/embeddings ask for none, and with no input only load the model
+  (EmbedHandler: `embeddings: []`; EmbeddingsHandler: `embedding: []`);
 - `pull` asks the registry for the manifest first, even when the model is present, then fetches the
   missing blobs, verifies them and writes the manifest last (server/images.go PullModel);
 - `create` FROM a local model pulls nothing, and merges PARAMETERs over the base model's
@@ -17,11 +24,18 @@ python3). What it keeps from the real one, with the upstream file it follows:
   num_thread the runner takes one thread per host core, whatever the container's CPU quota
   (llm/server.go); keep_alive: the request's, else OLLAMA_KEEP_ALIVE, else 5m; negative is forever;
   0 unloads once idle; an empty prompt only loads, and with keep_alive 0 unloads (GenerateHandler);
+  at most OLLAMA_MAX_LOADED_MODELS runners, unset meaning 3 for the one CPU device
+  (processPending, defaultModelsPerGPU): a model beyond that unloads the runner with the shortest
+  keep-alive, then the lowest model path (findRunnerToUnload, ByDurationAndName); `ps` lists every
+  loaded runner, embedding models too (PsHandler);
 - the CLI: `list`, `ps`, `show`, `pull`, `run`, `stop`, `create` as cmd/cmd.go prints and exits;
   `run` reads stdin when it is not a terminal and joins it before the arguments with spaces
-  (RunHandler), so `ollama run m ""` in a probe sends the prompt " ".
+  (RunHandler), so `ollama run m ""` in a probe sends the prompt " "; `run` has no embedding path
+  in 0.12.6 (RunHandler always calls /api/generate), and no command calls /api/embed.
 Where it differs: a runner load takes $OLLAMA_STANDIN_LOAD_SECONDS (default 0.5) instead of reading
-a GGUF; an answer is a few words; each runner load is logged as `runner loaded model=… threads=…`
+a GGUF, and every model fits in memory (the real scheduler also unloads one when the node's free
+memory, /proc/meminfo, cannot hold the next); a runner is never busy when it is picked to unload;
+an answer is a few words, an embedding four numbers; each runner load is logged as `runner loaded model=… threads=…`
 (a test reads the thread count there, as an operator reads the real runner's command line in the
 log); registry.ollama.ai is $OLLAMA_STANDIN_REGISTRY (an http://127.0.0.1:<port> URL inside the
 pod's own network namespace), served by `registry <store> <port>` from a directory of
@@ -34,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import sys
@@ -52,6 +67,9 @@ DEFAULT_RUNNER = {"num_ctx": 4096, "num_batch": 512, "num_gpu": -1, "main_gpu": 
 INT_PARAMETERS = {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "num_keep", "seed", "num_predict"}
 FLOAT_PARAMETERS = {"temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "top_k"}
 PARAMS_MEDIA = "application/vnd.ollama.image.params"
+MODEL_MEDIA = "application/vnd.ollama.image.model"
+POOLING_KEY = b"pooling_type"  # in a GGUF's key-values: an embedding model (server/images.go Capabilities)
+MODELS_PER_DEVICE = 3  # server/sched.go defaultModelsPerGPU; a CPU is one device (discover/gpu.go)
 
 
 # ---- names and files (types/model/name.go, server/modelpath.go, server/manifest.go) ----
@@ -99,6 +117,12 @@ def model_parameters(manifest: dict) -> dict:
         if layer["mediaType"] == PARAMS_MEDIA:
             return json.loads(blob_file(layer["digest"]).read_bytes())
     return {}
+
+
+def capabilities(manifest: dict) -> list[str]:
+    """Model.Capabilities, from the weights alone: embedding with a pooling type, else completion."""
+    weights = next(layer for layer in manifest["layers"] if layer["mediaType"] == MODEL_MEDIA)
+    return ["embedding"] if POOLING_KEY in blob_file(weights["digest"]).read_bytes() else ["completion"]
 
 
 def write_blob(data: bytes) -> dict:
@@ -191,13 +215,33 @@ class Scheduler:
         value = os.environ.get("OLLAMA_KEEP_ALIVE")
         return go_duration_seconds(value) if value else 300.0
 
+    @staticmethod
+    def max_runners() -> int:
+        """OLLAMA_MAX_LOADED_MODELS; unset or 0: 3 per device, and the CPU is one (processPending)."""
+        return int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 0) or MODELS_PER_DEVICE
+
+    def _make_room(self) -> None:
+        """findRunnerToUnload: the shortest keep-alive first (a negative one is forever), then the
+        lowest model path."""
+        if len(self.loaded) < self.max_runners():
+            return
+        forever = math.inf
+
+        def order(item: tuple[str, Runner]) -> tuple[float, str]:
+            return (item[1].session if item[1].session >= 0 else forever, item[0])
+
+        key, _ = min(self.loaded.items(), key=order)
+        self._unload(key)
+
     def run(self, name: str, manifest: dict, digest: str, request_options: dict, keep_alive) -> Runner:
         options = {**DEFAULT_RUNNER, **model_parameters(manifest), **(request_options or {})}
         runner_options = {key: options.get(key) for key in RUNNER_OPTIONS}
-        key = next(layer["digest"] for layer in manifest["layers"] if layer["mediaType"].endswith(".model"))
+        key = next(layer["digest"] for layer in manifest["layers"] if layer["mediaType"] == MODEL_MEDIA)
         session = go_duration_seconds(keep_alive) if keep_alive is not None else self.default_session()
         with self.lock:
             runner = self.loaded.get(key)
+            if runner is None:
+                self._make_room()
             if runner is None or runner.options != runner_options:
                 self._unload(key)
                 time.sleep(self.load_seconds)
@@ -255,6 +299,16 @@ class ServerHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+    def log_request(self, code="-", size="-") -> None:
+        """gin's logger, as the server prints each request: status, client, method and path."""
+        when = time.strftime("%Y/%m/%d - %H:%M:%S")
+        client = self.client_address[0]
+        print(
+            f'[GIN] {when} | {int(code):3d} | {client:>15} | {self.command:<7} "{self.path}"',
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _json(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -324,6 +378,8 @@ class ServerHandler(BaseHTTPRequestHandler):
             "/api/create": self.create,
             "/api/generate": self.generate,
             "/api/chat": self.chat,
+            "/api/embed": self.embed,
+            "/api/embeddings": self.embeddings,
         }.get(self.path)
         if handler is None:
             self._json(404, {"error": "404 page not found"})
@@ -338,7 +394,7 @@ class ServerHandler(BaseHTTPRequestHandler):
             return
         parameters = model_parameters(found[0])
         text = "\n".join(f"{k:<30} {v}" for k, v in parameters.items())
-        self._json(200, {"modelfile": f"FROM {name}\n", "parameters": text, "capabilities": ["completion"]})
+        self._json(200, {"modelfile": f"FROM {name}\n", "parameters": text, "capabilities": capabilities(found[0])})
 
     def pull(self, body: dict) -> None:
         self._stream(pull_model(body.get("model") or body.get("name") or ""))
@@ -361,6 +417,9 @@ class ServerHandler(BaseHTTPRequestHandler):
         if prompt == "" and keep_alive is not None and go_duration_seconds(keep_alive) == 0:
             SCHEDULER.unload_model(found[0])
             self._json(200, {"model": name, "response": "", "done": True, "done_reason": "unload"})
+            return
+        if "completion" not in capabilities(found[0]):  # scheduleRunner's CheckCapabilities, before any load
+            self._json(400, {"error": f'"{name}" does not support generate'})
             return
         runner = SCHEDULER.run(name, found[0], found[1], body.get("options"), keep_alive)
         try:
@@ -385,10 +444,47 @@ class ServerHandler(BaseHTTPRequestHandler):
             SCHEDULER.unload_model(found[0])
             self._json(200, {"model": name, "message": {"role": "assistant", "content": ""}, "done": True})
             return
+        if "completion" not in capabilities(found[0]):
+            self._json(400, {"error": f'"{name}" does not support chat'})
+            return
         runner = SCHEDULER.run(name, found[0], found[1], body.get("options"), keep_alive)
         try:
             done = {"model": name, "done": True, "done_reason": "stop" if messages else "load"}
             self._json(200, {**done, "message": {"role": "assistant", "content": "[ollama] w1 w2" if messages else ""}})
+        finally:
+            SCHEDULER.finished(runner)
+
+    def embed(self, body: dict) -> None:
+        """EmbedHandler: the input checked, the model loaded (no capability asked), then one vector per
+        input; no input only loads."""
+        name, given = body.get("model", ""), body.get("input")
+        if isinstance(given, str):
+            inputs = [given] if given else []
+        elif isinstance(given, list) and all(isinstance(item, str) for item in given):
+            inputs = given
+        elif given is None:
+            inputs = []
+        else:
+            self._json(400, {"error": "invalid input type"})
+            return
+        found = self._model(name)
+        if found is None:
+            return
+        runner = SCHEDULER.run(name, found[0], found[1], body.get("options"), body.get("keep_alive"))
+        try:
+            self._json(200, {"model": name, "embeddings": [[0.1, 0.2, 0.3, 0.4] for _ in inputs]})
+        finally:
+            SCHEDULER.finished(runner)
+
+    def embeddings(self, body: dict) -> None:
+        """EmbeddingsHandler (the older endpoint): "an empty request loads the model"."""
+        name, prompt = body.get("model", ""), body.get("prompt", "")
+        found = self._model(name)
+        if found is None:
+            return
+        runner = SCHEDULER.run(name, found[0], found[1], body.get("options"), body.get("keep_alive"))
+        try:
+            self._json(200, {"embedding": [0.1, 0.2, 0.3, 0.4] if prompt else []})
         finally:
             SCHEDULER.finished(runner)
 

@@ -10,9 +10,9 @@ over the Deployment's manifest. What it does as the kubelet would:
   directory kept across pods (a PersistentVolume), the emptyDirs are new with each pod;
 - init containers run to completion in order; then the container with the image's entrypoint
   (`/bin/ollama`) and its args; exec probes run the rendered command in a sandbox of that container.
-The image is ollama/ollama (Dockerfile at v0.12.6: Ubuntu 24.04 with /bin/sh, coreutils, grep; no
-curl), its /bin/ollama the stand-in drill/ollama_cli.py. Two things are added to the environment,
-and nothing in the rendered commands changes: where the stand-in finds registry.ollama.ai (a
+The image is ollama/ollama (Dockerfile at v0.12.6: Ubuntu 24.04 with /bin/sh, bash, coreutils,
+grep; no curl or wget), its /bin/ollama the stand-in drill/ollama_cli.py. Two things are added to
+the environment, and nothing in the rendered commands changes: where the stand-in finds registry.ollama.ai (a
 registry stand-in inside the pod's network namespace, which the test starts and stops), and how
 long a model load takes.
 """
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drill.ollama_cli import POOLING_KEY
 from drill.pod import RenderedPod, container_environment, container_sandbox, service_environment, volume_args
 
 STANDIN = Path(__file__).resolve().parent / "ollama_cli.py"
@@ -177,12 +178,16 @@ def _end(process: subprocess.Popen | None) -> None:
         process.wait(10)
 
 
-def publish(store: Path, model: str, weights: bytes, parameters: dict[str, Any]) -> str:
+def publish(store: Path, model: str, weights: bytes, parameters: dict[str, Any], *, embedding: bool = False) -> str:
     """Put `model` (`name:tag` of the library namespace) in the registry stand-in's `store`, as
     registry.ollama.ai serves it: blobs and a manifest. Returns the digest the pulled model will
-    have (the sha256 of the manifest as the puller writes it, Go's json.Marshal: compact)."""
+    have (the sha256 of the manifest as the puller writes it, Go's json.Marshal: compact).
+    `embedding`: its weights carry a pooling type, as an embedding model's GGUF does (bge-m3)."""
     import hashlib
     import json
+
+    if embedding:
+        weights += b"\0" + POOLING_KEY
 
     def blob(media_type: str, data: bytes) -> dict[str, Any]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -64,6 +64,14 @@ def test_the_shared_ollama_pulls_every_model_once(example_run):
     assert [c["name"] for c in init] == ["pull-model", "pull-model-2"]
 
 
+def test_the_shared_ollama_warms_each_model_by_its_chains_kind(example_run):
+    main = deployment(example_run, "ollama")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in main["env"]}
+    assert env["CHAT_MODELS"] == "qwen2.5:3b-llm-gateway"  # the default chain's and chat-large's
+    assert env["EMBEDDING_MODELS"] == "bge-m3:567m-llm-gateway"  # the embed chain's: through /api/embed
+    assert env["OLLAMA_MAX_LOADED_MODELS"] == "2"
+
+
 def test_the_config_holds_every_chain_in_order_and_embeddings_are_marked(example_run):
     config = gateway_config(example_run)
     fallbacks = config["router_settings"]["fallbacks"]

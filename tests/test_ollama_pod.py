@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from components.ollama import LIST_SECONDS
+from components.ollama import IMAGE_PULL_SECONDS, LIST_SECONDS, LOAD_SECONDS, SERVER_START_SECONDS
+from core import kube
 from core.chain import failover_chain
 from core.declarations import ConfigError
 from core.ollama_model import served_model, threads_for_cpu_limit
@@ -284,3 +286,176 @@ def test_warm_up_readiness_and_a_gateway_request_share_one_runner_with_the_limit
     assert answer.returncode == 0 and "[ollama]" in answer.stdout, answer.stderr
     loads = [line for line in pod.log().splitlines() if "runner loaded" in line]
     assert loads == [loads[0]] and loads[0].endswith(f'model={SERVED} threads={threads}"'), pod.log()
+
+
+# One Ollama pod serves every CPU model, each pulled, warm and resident ------------------------------
+
+SMALL, MID, EMBEDDER = "qwen2.5:0.5b", "qwen2.5:1.5b", "bge-m3:567m"
+SEVERAL = {
+    "ollama": {"resources": {"requests": {"cpu": "2", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "20Gi"}}},
+    "chains": [
+        {"name": "small", "tiers": [{"ollama": {"model": SMALL}}]},
+        {"name": "mid", "tiers": [{"ollama": {"model": MID}}]},
+        {
+            "name": "embed",
+            "kind": "embeddings",
+            "tiers": [
+                {
+                    "ollama": {"model": EMBEDDER, "modelMemory": "1200Mi", "memoryPerContextToken": 20000},
+                    "embedding": {"model": "BAAI/bge-m3", "dimensions": 1024},
+                }
+            ],
+        },
+    ],
+}
+# Four models: one more than Ollama keeps loaded by default on a CPU (server/sched.go).
+EVERY_MODEL = (MODEL, SMALL, MID, EMBEDDER)
+CHAT_SERVED = tuple(served_model(model) for model in (MODEL, SMALL, MID))
+EMBED_SERVED = served_model(EMBEDDER)
+EMBED_OK = re.compile(r'\| 200 \|.*POST +"/api/embed"')
+REFUSED_GENERATE = re.compile(r'\| 400 \|.*POST +"/api/generate"')
+
+
+@pytest.fixture(scope="module")
+def several_deployment() -> dict:
+    return run_program(SEVERAL, KEY).one(DEPLOYMENT, "ollama").inputs
+
+
+def publish_every_model(store: Path) -> None:
+    for model in EVERY_MODEL:
+        publish(store, model, f"weights-of-{model}".encode(), {}, embedding=model == EMBEDDER)
+
+
+def started_pod(place: Path, pods, deployment: dict) -> OllamaPod:
+    """Every model in the registry, a pod on a fresh claim: every init container, the server, the
+    startup probe passed (readiness not yet probed)."""
+    publish_every_model(place / "store")
+    pod = pods(deployment, claim(place, "models"))
+    pod.start_registry(place / "store")
+    for index in range(len(pod.spec["initContainers"])):
+        init = pod.run_init(index)
+        assert init.returncode == 0, init.stderr
+    pod.start_main()
+    pod.wait_started()
+    return pod
+
+
+def resident_models(pod: OllamaPod) -> set[str]:
+    listed = pod.exec(["ollama", "ps"])
+    assert listed.returncode == 0, listed.stderr
+    return {line.split(" ")[0] for line in listed.stdout.splitlines()[1:] if line.strip()}
+
+
+def runner_loads(pod: OllamaPod) -> list[str]:
+    return [line.split("model=")[1].split(" ")[0] for line in pod.log().splitlines() if "runner loaded" in line]
+
+
+def test_a_pod_with_several_models_lists_them_by_kind_and_budgets_a_load_each(several_deployment):
+    main = several_deployment["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(main)
+    assert env["CHAT_MODELS"].split() == list(CHAT_SERVED)
+    assert env["EMBEDDING_MODELS"].split() == [EMBED_SERVED]
+    assert env["OLLAMA_MAX_LOADED_MODELS"] == "4"
+    for probe in ("startupProbe", "readinessProbe"):
+        assert main[probe]["exec"]["command"][0] == "/bin/bash"  # the image's bash: /dev/tcp for /api/embed
+        assert main[probe]["timeoutSeconds"] == 4 * LOAD_SECONDS
+    pod_spec = several_deployment["spec"]["template"]["spec"]
+    init_seconds = (SERVER_START_SECONDS + 1800) * 4  # ollama.pullTimeoutSeconds' default, per model
+    expected = kube.rollout_seconds(pod_spec, IMAGE_PULL_SECONDS, init_seconds)
+    assert several_deployment["metadata"]["annotations"][kube.AWAIT_ANNOTATION] == str(expected)
+
+    one = ollama_deployment()["spec"]["template"]["spec"]["containers"][0]  # a one-model pod: as before
+    assert not {"CHAT_MODELS", "EMBEDDING_MODELS", "OLLAMA_MAX_LOADED_MODELS"} & set(env_of(one))
+    assert one["startupProbe"]["exec"]["command"][0] == one["readinessProbe"]["exec"]["command"][0] == "/bin/sh"
+
+
+@needs_sandbox
+def test_every_model_is_pulled_once_and_a_restart_needs_no_registry(place, pods, several_deployment):
+    publish_every_model(place / "store")
+    models = claim(place, "models")
+    first = pods(several_deployment, models)
+    first.start_registry(place / "store")
+    pulled = []
+    for index, container in enumerate(first.spec["initContainers"]):
+        init = first.run_init(index)
+        assert init.returncode == 0, init.stderr
+        assert init.stderr.count("pulling manifest") == 1, init.stderr  # one pull per init container
+        pulled.append(env_of(container)["OLLAMA_MODEL"])
+        assert f"{pulled[-1]} sha256:" in init.stdout
+    assert pulled == list(EVERY_MODEL)
+    first.stop()
+
+    restarted = pods(several_deployment, models)  # the same claim, no registry: it refuses
+    for index, model in enumerate(EVERY_MODEL):
+        init = restarted.run_init(index)
+        assert init.returncode == 0, init.stderr
+        assert f"{model} is on the volume: no pull" in init.stdout
+
+
+@needs_sandbox
+def test_every_model_is_warm_before_the_pod_is_ready_the_embedding_model_through_embed(place, pods, several_deployment):
+    pod = started_pod(place, pods, several_deployment)
+    # The startup probe alone has loaded all four, each once; no readiness probe has run yet.
+    assert resident_models(pod) == {*CHAT_SERVED, EMBED_SERVED}
+    assert sorted(runner_loads(pod)) == sorted([*CHAT_SERVED, EMBED_SERVED]), pod.log()
+    log = pod.log()
+    assert EMBED_OK.search(log) and not REFUSED_GENERATE.search(log), log  # never `ollama run` on bge-m3
+
+    assert pod.probe("readinessProbe")
+    # The request LiteLLM sends for a client's embeddings (its own payload, no options) finds the
+    # runner the warm-up loaded: nothing is loaded again.
+    from litellm.llms.ollama.completion.handler import _prepare_ollama_embedding_payload
+
+    body = _prepare_ollama_embedding_payload(EMBED_SERVED, ["hello"], {})
+    post = (
+        "import json, sys, urllib.request; "
+        "request = urllib.request.Request('http://127.0.0.1:11434/api/embed', sys.argv[1].encode()); "
+        "print(len(json.load(urllib.request.urlopen(request))['embeddings']))"
+    )
+    answer = pod.exec(["python3", "-c", post, json.dumps(body)])
+    assert answer.returncode == 0 and answer.stdout.strip() == "1", answer.stderr
+    assert len(runner_loads(pod)) == 4, pod.log()
+
+
+@needs_sandbox
+def test_readiness_loads_back_each_model_that_left_memory_its_own_way(place, pods, several_deployment):
+    pod = started_pod(place, pods, several_deployment)
+    assert pod.probe("readinessProbe")
+    for served in (EMBED_SERVED, served_model(SMALL)):  # `ollama stop`, or a client's keep_alive 0
+        assert pod.exec(["ollama", "stop", served]).returncode == 0
+    assert resident_models(pod) == {served_model(MODEL), served_model(MID)}
+
+    # The control: the one-model pod's way (`ollama run` with no prompt) does not load an embedding
+    # model. Ollama 0.12.6 refuses it before loading ("does not support generate").
+    refused = pod.exec(["/bin/sh", "-c", 'ollama run "$0" </dev/null', EMBED_SERVED])
+    assert refused.returncode != 0 and f'"{EMBED_SERVED}" does not support generate' in refused.stderr
+    assert EMBED_SERVED not in resident_models(pod)
+    embeds_before = len(EMBED_OK.findall(pod.log()))
+
+    assert pod.probe("readinessProbe")  # the rendered probe loads both back, then passes
+    assert resident_models(pod) == {*CHAT_SERVED, EMBED_SERVED}
+    assert sorted(runner_loads(pod)[4:]) == sorted([served_model(SMALL), EMBED_SERVED])  # those two, once each
+    assert len(EMBED_OK.findall(pod.log())) == embeds_before + 1
+
+
+@needs_sandbox
+def test_without_the_loaded_models_limit_a_fourth_model_unloads_another(place, pods, several_deployment):
+    """The control for OLLAMA_MAX_LOADED_MODELS: Ollama's default keeps 3 models loaded on a CPU, so
+    warming the fourth unloads one; the startup probe says which instead of passing."""
+    unlimited = json.loads(json.dumps(several_deployment))
+    main = unlimited["spec"]["template"]["spec"]["containers"][0]
+    main["env"] = [item for item in main["env"] if item["name"] != "OLLAMA_MAX_LOADED_MODELS"]
+    publish_every_model(place / "store")
+    pod = pods(unlimited, claim(place, "models"))
+    pod.start_registry(place / "store")
+    for index in range(len(EVERY_MODEL)):
+        assert pod.run_init(index).returncode == 0
+    pod.start_main()
+    for _ in range(100):
+        if pod.exec(["ollama", "list"]).returncode == 0:
+            break
+        time.sleep(0.1)
+    warm_up = pod.exec(main["startupProbe"]["exec"]["command"])
+    assert warm_up.returncode != 0 and "is not resident" in warm_up.stderr
+    assert len(resident_models(pod)) == 3
+    assert not pod.probe("readinessProbe")  # loading one back unloads another: never ready
