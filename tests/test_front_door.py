@@ -360,3 +360,55 @@ def test_loading_the_door_twice_wraps_the_proxy_once():
     door.install_front_door(built)
     _gateway_module(REQUEST_CHECK_FILE).install_front_door(built)
     assert built.middleware_stack.inner is stack
+
+
+# --- several chains: each name on its own route ----------------------------------------------------
+
+EMBEDDINGS_STACK = {
+    "chains": [
+        {
+            "name": "embed",
+            "kind": "embeddings",
+            "aliases": ["text-embedding-bge-m3"],
+            "tiers": [
+                {"vllm": {"model": "BAAI/bge-m3"}, "embedding": {"model": "BAAI/bge-m3", "dimensions": 1024}},
+            ],
+        }
+    ]
+}
+
+
+def test_each_route_serves_its_own_chains_names_and_the_list_shows_all():
+    config = litellm_config(parse_settings(EMBEDDINGS_STACK, openai_key="secret"))
+    model_list, aliases = config["model_list"], config["router_settings"]["model_group_alias"]
+    assert door.client_names(model_list, aliases) == {"chat": "chat"}
+    assert door.client_names(model_list, aliases, "embedding") == {"embed": "embed", "text-embedding-bge-m3": "embed"}
+    assert set(door.client_names(model_list, aliases, None)) == {"chat", "embed", "text-embedding-bge-m3"}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "status"),
+    [
+        ({"model": "chat", "input": "x"}, "model", 404),  # a chat chain is not served on the embeddings route
+        ({"model": "embed"}, "input", 400),
+        ({"model": "embed", "input": ""}, "input", 400),
+        ({"model": "embed", "input": []}, "input", 400),
+        ({"model": "embed", "input": ["a", 3.5]}, "input", 400),
+        ({"model": "embed", "input": [[1, 2], []]}, "input", 400),
+        ({"model": "embed", "input": ["a"] * 2049}, "input", 400),
+        ({"model": "embed", "input": "x", "encoding_format": "int8"}, "encoding_format", 400),
+        ({"model": "embed", "input": "x", "dimensions": 0}, "dimensions", 400),
+        ({"model": "embed", "input": "x", "api_base": "http://evil"}, "api_base", 400),
+        ({"model": "embed", "input": "x", "fallbacks": ["chat-openai"]}, "fallbacks", 400),
+    ],
+)
+def test_the_embeddings_route_refuses_what_openai_refuses(body, param, status):
+    names = {"embed": "embed"}
+    refusal = door.embedding_request_problem(body, names, b"")
+    assert refusal is not None and (refusal.status, refusal.param) == (status, param)
+
+
+@pytest.mark.parametrize("given_input", ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]]])
+def test_the_embeddings_route_lets_every_openai_input_shape_through(given_input):
+    body = {"model": "embed", "input": given_input, "encoding_format": "float", "dimensions": 1024, "user": "u"}
+    assert door.embedding_request_problem(body, {"embed": "embed"}, b"") is None
