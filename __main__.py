@@ -1,9 +1,9 @@
 """llm-gateway: vLLM (GPU) → Ollama (CPU) → OpenAI (cloud) behind one LiteLLM proxy.
 
-Read it as the table of contents: validate the stack config, create the namespace, the three
-tiers, the fleet's shared state (an optional Redis) and the gateway, export what clients need.
-The chain itself lives in core/chain.py, every setting in core/settings.py, every
-name in core/names.py.
+Read it as the table of contents: validate the stack config, create the namespace, the tiers (the
+default chain's vLLM and the shared Ollama, then each other chain's GPU tiers), the fleet's shared
+state (an optional Redis) and the gateway, export what clients need. The chains live in
+core/chain.py, every setting in core/settings.py, every name in core/names.py.
 """
 
 import pulumi
