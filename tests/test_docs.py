@@ -55,6 +55,7 @@ NOT_SETTING_LEAVES = {
     "terminationGracePeriodSeconds": "a Kubernetes pod field",
     "embedApiKey": "an example key a chain's cloud tier names for its secret (`apiKey`)",
     "enableSecretMutable": "a pulumi-kubernetes provider option",
+    "enableConfigMapMutable": "a pulumi-kubernetes provider option",
     "responseHeaderTimeout": "a Traefik setting",
     **dict.fromkeys(
         ["ruleSelector", "ruleSelectorNilUsesHelmValues", "serviceMonitorSelectorNilUsesHelmValues"],
