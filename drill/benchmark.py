@@ -37,7 +37,7 @@ import yaml
 
 from core.names import CONFIG_FILE_NAME
 from core.reference import replace_between
-from core.settings import Settings
+from core.settings import Settings, parse_settings
 from core.stack_files import ROOT, stack_settings
 from drill.client import chat
 from drill.redis_server import RedisServer
@@ -280,11 +280,19 @@ def seed_config(api_bases: dict[str, str], settings: Settings) -> dict[str, Any]
     }
 
 
-def prod_features(redis: bool) -> Settings:
+def prod_features(redis: bool, chains: bool = False) -> Settings:
     """The prod stack's gateway, every feature on (metrics, spend guard, checks, progress provider),
-    with Redis or without."""
+    with Redis or without; `chains`: with examples/Pulumi.chains.yaml's other chains beside it."""
     prod = stack_settings("prod")
+    if chains:
+        prod = dataclasses.replace(prod, chains=example_chains().chains)  # the chat chain unchanged
     return dataclasses.replace(prod, redis=dataclasses.replace(prod.redis, mode="deploy" if redis else "off"))
+
+
+def example_chains() -> Settings:
+    """examples/Pulumi.chains.yaml's settings: an embeddings chain and one on an existing vLLM."""
+    config = yaml.safe_load((ROOT / "examples" / "Pulumi.chains.yaml").read_text())["config"]
+    return parse_settings({key.split(":", 1)[1]: value for key, value in config.items()}, openai_key="secret")
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -325,6 +333,9 @@ SIDE_BY_SIDE = (
     "this project, prod features, Redis off",
     "this project, prod features, Redis on",
 )
+# The chat chain's cost with two more chains in the same config (issue 23): the same requests.
+WITH_CHAINS = "this project, prod features + 2 more chains, Redis off"
+CHAINS_LABELS = (SIDE_BY_SIDE[0], SIDE_BY_SIDE[1], WITH_CHAINS)
 DIRECT = "vLLM stand-in, direct"
 
 
@@ -335,8 +346,13 @@ def side_by_side(total: int = 480, batches: int = 8, labels: tuple[str, ...] = S
     figures = {label: Batches() for label in (*labels, DIRECT)}
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(RedisServer(free_port())).url if SIDE_BY_SIDE[2] in labels else None
-        drills = {label: Drill(prod_features(redis=label == SIDE_BY_SIDE[2]), redis_url=redis_url) for label in labels}
-        owner = Drill(prod_features(redis=False))
+        drills = {
+            label: Drill(
+                prod_features(redis=label == SIDE_BY_SIDE[2], chains=label == WITH_CHAINS), redis_url=redis_url
+            )
+            for label in labels
+        }
+        owner = Drill(prod_features(redis=False, chains=WITH_CHAINS in labels))  # a stand-in for every tier
         bases = owner.start_standins()
         stack.callback(owner.stop)
         gateways = {}
@@ -433,7 +449,12 @@ def run_header(when: datetime.datetime | None = None) -> str:
     )
 
 
-TRIALS_MARKER, RUN_MARKER, SEED_MARKER = "benchmark-trials", "benchmark", "benchmark-seed"
+TRIALS_MARKER, RUN_MARKER, SEED_MARKER, CHAINS_MARKER = (
+    "benchmark-trials",
+    "benchmark",
+    "benchmark-seed",
+    "benchmark-chains",
+)
 
 
 def write_table(rows: list[str], marker: str, page: Path = BENCHMARK_PAGE) -> None:
@@ -454,7 +475,14 @@ def main() -> None:
     parser.add_argument("--trials-only", action="store_true", help="only LiteLLM's settings and Redis, side by side")
     parser.add_argument("--write", action="store_true", help=f"write the tables into {BENCHMARK_PAGE.name}")
     parser.add_argument("--side-by-side-only", action="store_true", help="only the seed config against the project")
+    parser.add_argument("--chains-only", action="store_true", help="only the chat chain alone and beside 2 more chains")
     args = parser.parse_args()
+    if args.chains_only:
+        chains_rows = SIDE_BY_SIDE_HEAD + side_by_side_rows(side_by_side(args.requests, labels=CHAINS_LABELS))
+        print("\n".join(chains_rows))
+        if args.write:
+            write_table(chains_rows, CHAINS_MARKER)
+        return
     if not args.trials_only:
         seed_rows = SIDE_BY_SIDE_HEAD + side_by_side_rows(side_by_side(args.requests))
         print("\n".join(seed_rows))
