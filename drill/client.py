@@ -73,3 +73,23 @@ def _send(client: httpx.Client, base_url: str, model: str, prompt: str, stream: 
             else:
                 chunks.append(event)
         return Answer(response.status_code, time.monotonic() - started, body, dict(response.headers), chunks)
+
+
+def embed(
+    base_url: str,
+    model: str,
+    texts: str | list[str] = "hello",
+    timeout: float = 120,
+    api_key: str = DRILL_MASTER_KEY,
+    client: httpx.Client | None = None,
+) -> Answer:
+    """One embeddings request (`POST /v1/embeddings`); the vectors are in `body["data"]`."""
+    payload = {"model": model, "input": texts}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    started = time.monotonic()
+    if client is None:
+        with httpx.Client(timeout=timeout, trust_env=False) as own_client:
+            response = own_client.post(f"{base_url}/v1/embeddings", json=payload, headers=headers)
+    else:
+        response = client.post(f"{base_url}/v1/embeddings", json=payload, headers=headers)
+    return Answer(response.status_code, time.monotonic() - started, response.json(), dict(response.headers))

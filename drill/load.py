@@ -2,7 +2,9 @@
 
     .venv/bin/python -m drill.load [--stream] [--phase-seconds 6]
 
-Phases: all up → vLLM stopped mid-run → Ollama stopped too → both back. Every stand-in answers
+Phases: all up → vLLM stopped mid-run → Ollama stopped too → both back. A stage is stopped for
+every chain: each `vllm` tier crashes with "vLLM", each model of the shared Ollama with "Ollama".
+With an embeddings chain, half the clients embed (`--chains`: examples/Pulumi.chains.yaml's). Every stand-in answers
 in ~0.3 s (tokens spread over that time), so requests are in flight when a tier stops: a stopped
 tier closes its port and cuts every open connection, as a crashed pod does. Each request is counted
 in the phase it started in; `cloud received` counts the prompts the cloud stand-in received during
@@ -20,8 +22,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from core.chain import all_tiers, chains
 from core.stack_files import stack_settings
-from drill.client import chat
+from drill.client import chat, embed
 from drill.runner import Drill
 
 # "crash": the port closes and every open connection is cut, requests in flight included.
@@ -52,10 +55,14 @@ class PhaseReport:
 
 
 def _one_request(
-    client: httpx.Client, base_url: str, model: str, stream: bool, api_key: str
+    client: httpx.Client, base_url: str, model: str, stream: bool, api_key: str, embeddings: bool = False
 ) -> tuple[bool, str | None, str, int]:
     """(ok, tier, error, chunks received before any error)."""
     try:
+        if embeddings:
+            answer = embed(base_url, model, ["load", "through failover"], api_key=api_key, client=client)
+            good = answer.status == 200 and len(answer.body.get("data") or []) == 2
+            return good, answer.tier, "" if good else str(answer.status), 0
         answer = chat(base_url, model, prompt="load", stream=stream, api_key=api_key, client=client)
     except (httpx.HTTPError, ValueError) as error:  # ValueError: a body that is not JSON
         return False, None, type(error).__name__, 0
@@ -71,6 +78,8 @@ def _one_request(
 
 def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseReport]:
     model = drill.settings.gateway.model_name
+    embeddings = [chain.name for chain in chains(drill.settings) if chain.kind == "embeddings"]
+    kinds = {tier.name: tier.kind for tier in all_tiers(drill.settings)}
     reports = [PhaseReport(name) for name, _ in PHASES]
     current = {"phase": 0}
     stop = threading.Event()
@@ -79,10 +88,12 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
     def client_loop(index: int) -> None:
         # With a fleet, the clients are spread over its gateways, as a Service spreads connections.
         url = drill.gateways[index % len(drill.gateways)].url
+        embeds = bool(embeddings) and index % 2 == 1  # with an embeddings chain, every other client embeds
+        asked = embeddings[0] if embeds else model
         with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
             while not stop.is_set():
                 phase = current["phase"]
-                ok, tier, error, chunks = _one_request(client, url, model, stream, drill.master_key)
+                ok, tier, error, chunks = _one_request(client, url, asked, stream, drill.master_key, embeds)
                 with lock:
                     report = reports[phase]
                     report.sent += 1
@@ -99,7 +110,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
 
     def set_modes(modes: dict[str, str]) -> None:
         for tier, standin in drill.standins.items():
-            mode = modes.get(tier)
+            mode = modes.get(tier) or modes.get(kinds.get(tier, ""))  # by kind: every chain's tier of it
             if mode:
                 standin.set_mode(mode)
             else:
