@@ -33,22 +33,50 @@ after it starts, unless the model was loaded first (`POST /api/generate` with no
 (Ollama's default 4096 unless the drill gives it the chain's), and a longer chat prompt is cut as
 Ollama 0.12.6 cuts it, without an error, unless the request says `truncate: false` (then a 400).
 
+Embeddings, as LiteLLM 1.108.7 calls each server (`openai/` and `hosted_vllm/`: POST /v1/embeddings;
+`ollama/`: POST /api/embed; `ollama_chat/` cannot embed):
+- `OpenAIStandIn` as vLLM 0.11.0 answers POST /v1/embeddings (string, strings, token ids; float or
+  base64; `dimensions` only for a matryoshka model; `truncate_prompt_tokens`; its 400/404 bodies).
+  A vLLM server serves one model: a chat model answers the embeddings route, and an embedding
+  model the chat route, with HTTP 200 and an error body, as vLLM 0.11.0 does. Each input is its own
+  engine request: it takes a slot, queues, moves `vllm:num_requests_*` and `vllm:prompt_tokens_total`.
+  As the cloud (`snapshot`), OpenAI's embedding models by name; any other model is a 404.
+- `OllamaStandIn` as Ollama 0.12.6 answers POST /api/embed (`truncate`, `dimensions`, `keep_alive`,
+  `options.num_ctx`; cold loads; its 400/404/500 bodies; a chat model's answer).
+- Vectors come from `EmbeddingModel.vector`: deterministic per (weights, text), so the same weights
+  on vLLM and Ollama give the same vector (compare with `float32`), other weights an unrelated one.
+- Counted in `served`: "embeddings" (answered with vectors), "embeddings-received",
+  "embeddings-probe(-received)" (LiteLLM's health check, input ["test"]), "embeddings-invalid"
+  (refused by validation), "unsupported" (the wrong route for the model); `last_embedding_body`.
+  The fault modes apply as to a chat; `stall` never finishes (no stream), `garbage` cuts the body.
+
 All servers run on one private event loop in a daemon thread; nothing here listens beyond loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
+import functools
+import hashlib
 import json
 import logging
+import math
+import random
+import re
 import socket
+import struct
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy
 from aiohttp import web
 
 from drill import tokenizer
@@ -130,6 +158,7 @@ class StandIn:
         # abandoned: like vLLM, the stand-in aborts a request whose connection closed.
         self.abandoned: list[tuple[float, str]] = []
         self.aborts_when_client_leaves = False  # read when the port opens (see _open_port)
+        self.last_embedding_body: Any = None  # the last embedding request's body, as it arrived
 
     # ---- control (called from the test thread) ----
     def start(self) -> StandIn:
@@ -224,9 +253,10 @@ class StandIn:
         self._slots = asyncio.Semaphore(slots) if slots else None
 
     @contextlib.asynccontextmanager
-    async def _engine_slot(self):
+    async def _engine_slot(self, prompt_tokens: int = 5):
         """A place in the running batch: queued (no events) until a slot frees, as vLLM does. A request
-        whose client left (handler cancelled, or a write to a closed connection) is recorded."""
+        whose client left (handler cancelled, or a write to a closed connection) is recorded. Its
+        `prompt_tokens` count in `vllm:prompt_tokens_total` once it is scheduled (a chat: 5)."""
         state = "queued"
         try:
             self.waiting += 1
@@ -241,7 +271,7 @@ class StandIn:
             state = "generating"
             self.running += 1
             self.peak_running = max(self.peak_running, self.running)
-            self.prompt_tokens += 5
+            self.prompt_tokens += prompt_tokens
             try:
                 yield
             finally:
@@ -318,6 +348,38 @@ class StandIn:
             await self._hang()
         self.generated_tokens += 1
 
+    # ---- embeddings (the routes are the subclasses') ----
+    @property
+    def embedding_requests(self) -> int:
+        """Client embedding requests answered with vectors."""
+        return self.served["embeddings"]
+
+    def _count_embedding(self, body: Any) -> str:
+        """The kind: `embeddings` for a client's request, `embeddings-probe` for LiteLLM's health check
+        of an embedding model (litellm_core_utils/health_check_helpers.py: `input or ["test"]`)."""
+        self.last_embedding_body = body
+        text = body.get("input") if isinstance(body, dict) else None
+        kind = "embeddings-probe" if text in EMBEDDING_PROBE_INPUTS else "embeddings"
+        self.served[f"{kind}-received"] += 1
+        if kind == "embeddings":
+            self.received_at.append(time.monotonic())
+        return kind
+
+    async def _pace_embedding(self) -> None:
+        """One forward pass, no tokens out: `slow` takes `delay`, a frozen engine or a stalled one
+        never finishes it (an embedding has no stream to stall part-way)."""
+        if self.mode.delay > 0 and self.mode.name in ("slow", "freeze"):
+            await asyncio.sleep(self.mode.delay)
+        if self.mode.name in ("freeze", "stall"):
+            await self._hang()
+
+    def _json_answer(self, payload: dict[str, Any], status: int = 200) -> web.Response:
+        """The answer, or in `garbage` mode its first half (a proxy that cut the body)."""
+        if self.mode.name == "garbage":
+            text = json.dumps(payload)
+            return web.Response(text=text[: len(text) // 2], status=status, content_type="application/json")
+        return web.json_response(payload, status=status)
+
 
 CONTEXT_TOKENS = 32768  # the stand-in model's context length, as vLLM reports it
 # OpenAI answers an alias (`gpt-4o-mini`) with the dated model it points to (`gpt-4o-mini-2024-07-18`).
@@ -368,16 +430,181 @@ def token_logprob(token: str, position: int) -> dict[str, Any]:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
 
 
-class OpenAIStandIn(StandIn):
-    """POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health. Answers carry
-    `snapshot` if given (the cloud), else the served model name (vLLM's `--served-model-name`)."""
+# ---- embeddings: a model's vectors, whichever server computes them ----
+EMBEDDING_PROBE_INPUTS = (["test"], "test")  # LiteLLM's health check of an embedding model
 
-    def __init__(self, tier: str, model: str, port: int, tokens: int = 8, snapshot: str | None = None) -> None:
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """An embedding model's weights. A vector depends on `identity` and the text alone: the same
+    weights on vLLM and on Ollama give the same vector (equal at float32 precision, see `float32`),
+    other weights another one, of no use beside it. (Real servers differ in the last digits: fp16
+    on a GPU against a GGUF on a CPU; a cosine of 0.999+, not equality.)"""
+
+    identity: str  # the weights, as Hugging Face names them ("BAAI/bge-m3")
+    dimensions: int  # the vector's native length
+    context_tokens: int = 8192  # the trained context: vLLM's max_model_len, Ollama's <arch>.context_length
+    # vLLM's `is_matryoshka`/`matryoshka_dimensions` (vllm/config/model.py, from the model's config.json):
+    # False, `dimensions` is refused; True, any length; a tuple, only those lengths.
+    matryoshka: bool | tuple[int, ...] = False
+    special_tokens: int = 2  # what its tokenizer adds around a text (bge-m3, XLM-R: <s> … </s>)
+
+    def vector(self, text: str, dimensions: int | None = None, normalize: bool = True) -> list[float]:
+        """The embedding of `text`: L2-normalised float32 values; with `dimensions`, the first that many
+        of the full vector, normalised again (what vLLM's pooler and Ollama's EmbedHandler both do)."""
+        full = _raw_vector(self.identity, self.dimensions, text)
+        cut = full[:dimensions] if dimensions and 0 < dimensions < len(full) else full
+        if normalize:
+            norm = max(math.sqrt(sum(value * value for value in cut)), 1e-12)
+            cut = tuple(value / norm for value in cut)
+        return float32(cut)
+
+
+BGE_M3 = EmbeddingModel("BAAI/bge-m3", 1024)  # no matryoshka fields in its config.json
+EMBEDDING_MODELS = {model.identity: model for model in (BGE_M3,)}
+# Ollama's library tag -> the weights it packs (ollama.com/library/bge-m3 is BAAI/bge-m3 as a GGUF).
+OLLAMA_EMBEDDING_TAGS = {"bge-m3": "BAAI/bge-m3"}
+# OpenAI's embedding models (the cloud): text-embedding-3 takes any `dimensions`, ada-002 none. They
+# count tokens without special tokens, and take up to 8192 tokens per input.
+OPENAI_EMBEDDING_MODELS = {
+    "text-embedding-3-small": EmbeddingModel("text-embedding-3-small", 1536, 8192, True, 0),
+    "text-embedding-3-large": EmbeddingModel("text-embedding-3-large", 3072, 8192, True, 0),
+    "text-embedding-ada-002": EmbeddingModel("text-embedding-ada-002", 1536, 8192, False, 0),
+}
+
+
+def resolve_embedding_model(name: str | EmbeddingModel | None, dimensions: int | None = None) -> EmbeddingModel | None:
+    """An `EmbeddingModel` from its Hugging Face id, an Ollama name (`OLLAMA_EMBEDDING_TAGS`, any tag:
+    `bge-m3:567m`, the gateway's derived `bge-m3:567m-llm-gateway`) or an OpenAI name; any other
+    name is taken as weights of that name, 1024 long. None stays None. `dimensions` replaces the
+    native length."""
+    if name is None:
+        return None
+    if isinstance(name, str):
+        identity = OLLAMA_EMBEDDING_TAGS.get(ollama_library_model(name), name)
+        name = EMBEDDING_MODELS.get(identity) or OPENAI_EMBEDDING_MODELS.get(identity) or EmbeddingModel(identity, 1024)
+    return dataclasses.replace(name, dimensions=dimensions) if dimensions else name
+
+
+@functools.lru_cache(maxsize=4096)
+def _raw_vector(identity: str, dimensions: int, text: str) -> tuple[float, ...]:
+    """Deterministic across processes and machines: a PRNG seeded with the weights and the text."""
+    generator = random.Random(hashlib.sha256(f"{identity}\x00{text}".encode()).digest())
+    return tuple(generator.gauss(0.0, 1.0) for _ in range(dimensions))
+
+
+def float32(values: Any) -> list[float]:
+    """Each value rounded to float32, the precision both servers compute in. Compare vectors from two
+    tiers with this: vLLM writes a float32's exact value, Ollama (Go) its shortest decimal, and the
+    two parse to different float64s."""
+    count = len(values)
+    return list(struct.unpack(f"<{count}f", struct.pack(f"<{count}f", *values)))
+
+
+def go_float32(values: list[float]) -> list[float]:
+    """The float64s that Go's encoding/json text of float32s parses to: each one's shortest decimal
+    (numpy's str of a float32 is that decimal; ~1 ms for 1024 values, where a Python loop took 35)."""
+    return [float(str(value)) for value in numpy.asarray(values, dtype=numpy.float32)]
+
+
+def base64_vector(values: list[float]) -> str:
+    """`encoding_format: base64`: the float32 values' little-endian bytes (vLLM 0.11.0
+    serving_embedding.py `_get_embedding`; OpenAI's format)."""
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+def decode_base64_vector(text: str) -> list[float]:
+    raw = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+def _token_ids(text: str) -> list[int]:
+    return tokenizer._encoding().encode_ordinary(text)
+
+
+def _text_of(token_ids: list[int]) -> str:
+    return tokenizer._encoding().decode(token_ids)
+
+
+def vllm_error(message: str, error_type: str = "BadRequestError", code: int = 400) -> dict[str, Any]:
+    """vLLM 0.11.0's ErrorResponse (entrypoints/openai/protocol.py ErrorInfo; serving_engine.py
+    create_error_response). A pydantic refusal has type "Bad Request" (api_server.py
+    validation_exception_handler)."""
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def vllm_embedding_request_error(body: Any) -> str | None:
+    """What vLLM 0.11.0's EmbeddingCompletionRequest (entrypoints/openai/protocol.py) refuses before
+    the server looks at it, in the stand-in's own words; None for a request it takes."""
+    if not isinstance(body, dict):
+        return "Input should be a valid dictionary"
+    value = body.get("input")
+    texts = isinstance(value, str) or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+    token_lists = isinstance(value, list) and all(
+        isinstance(item, list) and all(isinstance(token, int) for token in item) for item in value
+    )
+    tokens = isinstance(value, list) and all(isinstance(token, int) for token in value)
+    if not (texts or tokens or token_lists):
+        return "input: Input should be a string, a list of strings, a list of token ids or a list of such lists"
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return "encoding_format: Input should be 'float' or 'base64'"
+    for name in ("dimensions", "truncate_prompt_tokens"):
+        if body.get(name) is not None and not isinstance(body[name], int):
+            return f"{name}: Input should be a valid integer"
+    if isinstance(body.get("truncate_prompt_tokens"), int) and body["truncate_prompt_tokens"] < -1:
+        return "truncate_prompt_tokens: Input should be greater than or equal to -1"
+    return None
+
+
+def vllm_dimensions_error(served_name: str, model: EmbeddingModel, dimensions: int) -> str | None:
+    """vLLM 0.11.0 pooling_params.py `_set_default_parameters` (task "embed")."""
+    if not model.matryoshka:
+        return (
+            f'Model "{served_name}" does not support matryoshka representation, '
+            f"changing output dimensions will lead to poor results."
+        )
+    if isinstance(model.matryoshka, tuple) and dimensions not in model.matryoshka:
+        return (
+            f'Model "{served_name}" only supports {list(model.matryoshka)} matryoshka dimensions, '
+            f"use other output dimensions will lead to poor results."
+        )
+    if dimensions < 1:
+        return "Dimensions must be greater than 0"
+    return None
+
+
+class OpenAIStandIn(StandIn):
+    """POST /v1/chat/completions (streaming and not), POST /v1/embeddings, GET /v1/models, GET /health.
+    Answers carry `snapshot` if given (the cloud), else the served model name (vLLM's
+    `--served-model-name`).
+
+    As vLLM, one server serves one model, a chat model or an embedding model (`embedding_model`: its
+    weights, by default found from `model` when that names a known embedding model, see
+    `resolve_embedding_model`; `dimensions` overrides its length). Each asked for the other's route
+    answers as vLLM 0.11.0 does: HTTP 200 with an error body (api_server.py `create_embedding`,
+    `create_chat_completion`; vllm-project/vllm issue #21704). With `snapshot` it is the cloud, and
+    embeds with OpenAI's models by name (`OPENAI_EMBEDDING_MODELS`)."""
+
+    def __init__(
+        self,
+        tier: str,
+        model: str,
+        port: int,
+        tokens: int = 8,
+        snapshot: str | None = None,
+        embedding_model: str | EmbeddingModel | None = None,
+        dimensions: int | None = None,
+    ) -> None:
         super().__init__(tier, model, port, tokens)
         self.answers_as = snapshot or model
+        self.cloud = snapshot is not None
+        known = model in EMBEDDING_MODELS or ollama_library_model(model) in OLLAMA_EMBEDDING_TAGS
+        weights = embedding_model or (model if known else None)
+        self.embedding = None if self.cloud else resolve_embedding_model(weights, dimensions)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
@@ -408,6 +635,9 @@ class OpenAIStandIn(StandIn):
         body, kind, failed = await self._begin(request)
         if failed is not None:
             return failed
+        if self.embedding is not None:  # an embedding model: vLLM has no chat handler for it
+            self.served["unsupported"] += 1
+            return web.json_response(vllm_error("The model does not support Chat Completions API"))
         invalid = vllm_validation_error(body)
         if invalid is not None:
             self.served["invalid"] += 1
@@ -484,28 +714,270 @@ class OpenAIStandIn(StandIn):
         await response.write(b"data: [DONE]\n\n")
         return response
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response(vllm_error("JSON decode error", "Bad Request"), status=400)
+        kind = self._count_embedding(body)
+        failed = await self._fault(kind)
+        if failed is not None:
+            return failed
+        answer = self._openai_embeddings if self.cloud else self._vllm_embeddings
+        return await answer(body, kind)
+
+    def _refuse(self, error: dict[str, Any], status: int) -> web.Response:
+        self.served["embeddings-invalid"] += 1
+        return web.json_response(error, status=status)
+
+    async def _vllm_embeddings(self, body: Any, kind: str) -> web.Response:
+        """vLLM 0.11.0's POST /v1/embeddings, in its order: the body (FastAPI, protocol.py), the
+        embedding handler (api_server.py `create_embedding`), then serving_engine.py `_pipeline`: the
+        model name, `truncate_prompt_tokens`, the inputs (renderer.py, inputs/parse.py), `dimensions`
+        (pooling_params.py), the token ids (v1/engine/processor.py), the engine. Each input is its own engine request
+        (serving_embedding.py `_create_single_prompt_generator`): it takes an engine slot, queues
+        behind a full batch and counts in `vllm:prompt_tokens_total` as a chat prompt does
+        (v1/engine/output_processor.py `_update_stats_from_output` on every output, pooling ones
+        included; v1/metrics/stats.py adds `prompt_len` while prefilling)."""
+        invalid = vllm_embedding_request_error(body)  # FastAPI validates the body before the route runs
+        if invalid is not None:
+            return self._refuse(vllm_error(invalid, "Bad Request"), 400)
+        model = self.embedding
+        if model is None:  # a chat model: vLLM registered no embedding handler
+            self.served["unsupported"] += 1
+            return web.json_response(vllm_error("The model does not support Embeddings API"))
+        if body.get("model") and body["model"] != self.model:
+            return self._refuse(vllm_error(f"The model `{body['model']}` does not exist.", "NotFoundError", 404), 404)
+        max_model_len = self.context_tokens or model.context_tokens  # `--max-model-len`, else the model's
+        truncate = body.get("truncate_prompt_tokens")
+        if truncate is not None and truncate > max_model_len:
+            message = (
+                "truncate_prompt_tokens value is greater than max_model_len. Please, select a smaller truncation size."
+            )
+            return self._refuse(vllm_error(message), 400)
+        prompts = self._vllm_prompts(body["input"], model, max_model_len, truncate)
+        if isinstance(prompts, str):
+            return self._refuse(vllm_error(prompts), 400)
+        dimensions = body.get("dimensions")
+        problem = None if dimensions is None else vllm_dimensions_error(self.model, model, dimensions)
+        if problem is None:
+            highest = max((max(ids, default=0) for ids in prompts if isinstance(ids, list)), default=0)
+            if highest >= tokenizer._encoding().n_vocab:
+                problem = f"Token id {highest} is out of vocabulary"
+        if problem is not None:
+            return self._refuse(vllm_error(problem), 400)
+        texts = [prompt if isinstance(prompt, str) else _text_of(prompt) for prompt in prompts]
+        counts = [
+            len(prompt) if isinstance(prompt, list) else len(_token_ids(prompt)) + model.special_tokens
+            for prompt in prompts
+        ]
+
+        async def pool(prompt_tokens: int) -> None:
+            async with self._engine_slot(prompt_tokens):
+                await self._pace_embedding()
+
+        await asyncio.gather(*(pool(count) for count in counts))
+        self.served[kind] += 1
+        encode = base64_vector if body.get("encoding_format") == "base64" else list
+        normalize = body.get("normalize") is not False  # a vLLM extra: `normalize: false`, the raw pooled vector
+        data = [
+            {"index": index, "object": "embedding", "embedding": encode(model.vector(text, dimensions, normalize))}
+            for index, text in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts), "completion_tokens": 0}
+        return self._json_answer(
+            {
+                "id": f"embd-{uuid.uuid4().hex}",
+                "object": "list",
+                "created": int(time.time()),
+                "model": self.model,  # the served name, whatever the request said (OpenAIServingModels.model_name)
+                "data": data,
+                "usage": {**usage, "prompt_tokens_details": None},
+            }
+        )
+
+    def _vllm_prompts(
+        self, value: Any, model: EmbeddingModel, max_length: int, truncate: int | None
+    ) -> list[str | list[int]] | str:
+        """The prompts of `input` (a text stays text, token ids stay ids), or vLLM's refusal. A text
+        counts its tokens plus the model's special tokens; `truncate_prompt_tokens` keeps a text's
+        first tokens (the tokenizer's right-side truncation) and token ids' last (renderer.py
+        `_maybe_apply_truncation`); -1 means `max_length`."""
+        if isinstance(value, str):
+            batch: list[str | list[int]] = [value]
+        elif not value or (isinstance(value[0], list) and not value[0]):
+            return "please provide at least one prompt"
+        elif isinstance(value[0], int):
+            batch = [value]
+        else:
+            batch = list(value)
+        if truncate == -1:
+            truncate = max_length
+        prompts: list[str | list[int]] = []
+        for prompt in batch:
+            if isinstance(prompt, str):
+                ids = _token_ids(prompt)
+                if truncate is not None and len(ids) + model.special_tokens > truncate:
+                    prompt = _text_of(ids[: max(truncate - model.special_tokens, 0)])
+                    ids = _token_ids(prompt)
+                length = len(ids) + model.special_tokens
+            else:
+                prompt = prompt[-truncate:] if truncate else prompt
+                length = len(prompt)
+            if length > max_length:
+                return (
+                    f"This model's maximum context length is {max_length} tokens. However, your request has "
+                    f"{length} input tokens. Please reduce the length of the input messages."
+                )
+            prompts.append(prompt)
+        return prompts
+
+    async def _openai_embeddings(self, body: Any, kind: str) -> web.Response:
+        """OpenAI's POST /v1/embeddings: its models by name, float or base64, `dimensions` on
+        text-embedding-3, 8192 tokens per input. Its error texts are the stand-in's approximation
+        of OpenAI's; the shape is OpenAI's."""
+
+        def refusal(message: str, status: int = 400, code: str | None = None) -> web.Response:
+            error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+            return self._refuse({"error": error}, status)
+
+        name = body.get("model") if isinstance(body, dict) else None
+        model = OPENAI_EMBEDDING_MODELS.get(name) if isinstance(name, str) else None
+        if model is None:
+            return refusal(
+                f"The model `{name}` does not exist or you do not have access to it.", 404, "model_not_found"
+            )
+        value = body.get("input")
+        if isinstance(value, str) or (value and isinstance(value[0], int)):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            return refusal(
+                "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+            )
+        texts = [item if isinstance(item, str) else _text_of(item) for item in value]
+        counts = [len(item) if isinstance(item, list) else len(_token_ids(item)) for item in value]
+        dimensions = body.get("dimensions")
+        if dimensions is not None and not model.matryoshka:
+            return refusal("This model does not support specifying dimensions.")
+        if dimensions is not None and not 1 <= dimensions <= model.dimensions:
+            return refusal(f"Invalid value for 'dimensions' = {dimensions}. Must be between 1 and {model.dimensions}.")
+        if max(counts) > model.context_tokens:
+            return refusal(
+                f"This model's maximum context length is {model.context_tokens} tokens, however you requested "
+                f"{max(counts)} tokens ({max(counts)} in your prompt; 0 for the completion). Please reduce your "
+                f"prompt; or completion length."
+            )
+        async with self._engine_slot(sum(counts)):
+            await self._pace_embedding()
+        self.served[kind] += 1
+        encode = base64_vector if body.get("encoding_format") == "base64" else list
+        data = [
+            {"object": "embedding", "index": index, "embedding": encode(model.vector(text, dimensions))}
+            for index, text in enumerate(texts)
+        ]
+        usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
+        return self._json_answer({"object": "list", "data": data, "model": name, "usage": usage})
+
 
 OLLAMA_DEFAULT_CONTEXT = 4096  # ollama v0.12.6 envconfig/config.go OLLAMA_CONTEXT_LENGTH
 OLLAMA_NUM_KEEP = 4  # api/types.go DefaultOptions NumKeep: the prompt's first tokens survive a cut
 TOO_LONG = "the input length exceeds the context length"  # runner/ollamarunner/runner.go errorInputTooLong
 
 
-class OllamaStandIn(StandIn):
-    """Ollama's native API: POST /api/chat (NDJSON stream or one JSON), /api/generate (a preload
-    without prompt), /api/ps, /api/tags, /api/version. With `cold_load`, the model is not in memory
-    after a (re)start until a preload or the first chat loads it."""
+# Ollama 0.12.6 runs these families on its new engine (fs/ggml/ggml.go OllamaEngineRequired), whose
+# runner refuses to embed with a model that has no pooling (runner/ollamarunner/runner.go `embeddings`:
+# 501, which EmbedHandler answers as a 500). Every other chat model runs on the llama.cpp runner, which
+# embeds with it anyway (runner/llamarunner/runner.go: the context is made with embeddings on), a
+# vector of the model's hidden size. The stand-in tells the family from the tag's prefix.
+OLLAMA_NEW_ENGINE_FAMILIES = ("gemma3", "mistral3", "mistral-small3", "qwen3", "llama4", "qwen2.5vl", "gpt-oss")
+OLLAMA_CHAT_HIDDEN_SIZES = {"qwen2.5:0.5b": 896, "qwen2.5:1.5b": 1536, "qwen2.5:3b": 2048, "qwen2.5:7b": 3584}
+OLLAMA_CHAT_CONTEXT = 32768  # qwen2.5's qwen2.context_length
+# Ollama's texts for the `error` mode (server/sched.go ErrMaxQueue; llm/server.go a runner that died).
+NOT_JSON = "<not JSON>"  # a body that did not parse, as `last_embedding_body` records it
+OLLAMA_ERRORS = {
+    500: "llama runner process has terminated: signal: killed",
+    503: "server busy, please try again.  maximum pending requests exceeded",
+}
 
-    def __init__(self, tier: str, model: str, port: int, tokens: int = 8, cold_load: float = 0.0) -> None:
+
+def ollama_key(name: str) -> str:
+    """How Ollama finds a model by name (types/model/name.go ParseName, case-insensitive in
+    server/routes.go getExistingName): default host and namespace, tag `latest`."""
+    name = name.lower().removeprefix("registry.ollama.ai/").removeprefix("library/")
+    return name if name.rfind(":") > name.rfind("/") else f"{name}:latest"
+
+
+def ollama_library_model(name: str) -> str:
+    """The model part of an Ollama name, without its tag: `bge-m3` of `bge-m3:567m-llm-gateway`."""
+    key = ollama_key(name)
+    return key[: key.rfind(":")]
+
+
+def _go_unmarshal_error(field: str, go_type: str, value: Any) -> str:
+    """encoding/json's UnmarshalTypeError text, as gin's ShouldBindJSON hands it to EmbedHandler."""
+    kind = {bool: "bool", str: "string", list: "array", dict: "object"}.get(type(value))
+    return (
+        f"json: cannot unmarshal {kind or 'number ' + json.dumps(value)} into Go struct field "
+        f"EmbedRequest.{field} of type {go_type}"
+    )
+
+
+def _keep_alive_seconds(value: Any) -> float | str | None:
+    """api/types.go Duration.UnmarshalJSON: a number of seconds or a Go duration string; the error
+    text for anything else. None: not given."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    if isinstance(value, str):
+        parts = re.fullmatch(r"(-?)((?:\d+(?:\.\d*)?(?:ns|us|µs|ms|s|m|h))+|0)", value)
+        if parts:
+            total = sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)", value))
+            return -total if parts.group(1) else total
+        return f'time: invalid duration "{value}"'
+    return f"Unsupported type: '{type(value).__name__}'"
+
+
+class OllamaStandIn(StandIn):
+    """Ollama's native API: POST /api/chat (NDJSON stream or one JSON), /api/embed, /api/generate (a
+    preload without prompt), /api/ps, /api/tags, /api/version. With `cold_load`, the model is not in
+    memory after a (re)start until a preload or the first chat loads it.
+
+    `model` is an embedding model when `embedding_model` names its weights, or when it is a known
+    embedding tag (`OLLAMA_EMBEDDING_TAGS`); `dimensions` overrides the weights' length. Such a model
+    embeds and refuses to chat (`"bge-m3" does not support chat`), as Ollama 0.12.6 does.
+    `embedding_tags` adds embedding models the same server has pulled ({"bge-m3": "BAAI/bge-m3"}),
+    beside a chat `model`; each loads on its first use, paying `cold_load`. A chat model asked to embed
+    answers as Ollama's runner for it would (`OLLAMA_NEW_ENGINE_FAMILIES`)."""
+
+    def __init__(
+        self,
+        tier: str,
+        model: str,
+        port: int,
+        tokens: int = 8,
+        cold_load: float = 0.0,
+        embedding_model: str | EmbeddingModel | None = None,
+        dimensions: int | None = None,
+        embedding_tags: Mapping[str, str | EmbeddingModel] | None = None,
+    ) -> None:
         super().__init__(tier, model, port, tokens)
         self.cold_load = cold_load
         self.loaded = cold_load == 0
         self.truncations: list[dict[str, int]] = []  # what Ollama logs as `truncating input prompt`
+        known = ollama_library_model(model) in OLLAMA_EMBEDDING_TAGS
+        self.embedding = resolve_embedding_model(embedding_model or (model if known else None), dimensions)
+        self.embedding_tags = {ollama_key(tag): resolve_embedding_model(w) for tag, w in (embedding_tags or {}).items()}
+        self.loaded_tags: set[str] = set()  # which of `embedding_tags` are in memory
+        self.embed_truncations: list[dict[str, int]] = []  # EmbedHandler's log line: ctxLen, tokenCount
         # The tokenizer loads once, here: on the first request it would delay that request by seconds
         # (tiktoken building its ranks), which a test would take for a slow failover.
         tokenizer.tokens("warm")
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
+        app.router.add_post("/api/embed", self.embed)
         app.router.add_post("/api/generate", self.generate)
         app.router.add_get("/api/ps", self.ps)
         app.router.add_get("/api/tags", self.tags)
@@ -517,6 +989,7 @@ class OllamaStandIn(StandIn):
         loads it before the pod is ready, so the port (the Service's endpoint) opens only then."""
         self.set_mode("crash")
         self.loaded = self.cold_load == 0
+        self.loaded_tags.clear()
         if preload:
             _Loop.get().run(self._load(), timeout=self.cold_load + 10)
         self.set_mode("up")
@@ -526,21 +999,49 @@ class OllamaStandIn(StandIn):
             await asyncio.sleep(self.cold_load)
             self.loaded = True
 
+    async def _load_model(self, key: str) -> None:
+        if key == ollama_key(self.model):
+            await self._load()
+        elif key not in self.loaded_tags:
+            await asyncio.sleep(self.cold_load)
+            self.loaded_tags.add(key)
+
+    def _find(self, name: str) -> tuple[str, EmbeddingModel | None] | None:
+        """The model's key and, for an embedding model, its weights; None for a model not pulled."""
+        key = ollama_key(name)
+        if key == ollama_key(self.model):
+            return key, self.embedding
+        if key in self.embedding_tags:
+            return key, self.embedding_tags[key]
+        return None
+
+    def _embedding_only(self, name: str) -> bool:
+        found = self._find(name)
+        return found is not None and found[1] is not None
+
     async def generate(self, request: web.Request) -> web.Response:
         body = await request.json()
+        name = body.get("model") or self.model
+        if self._embedding_only(name):  # server/routes.go GenerateHandler: no completion capability
+            return web.json_response({"error": f"{json.dumps(name)} does not support generate"}, status=400)
         if body.get("prompt"):
             return web.json_response({"error": "the stand-in only preloads"}, status=400)
         await self._load()  # no prompt: load the model and keep it (OLLAMA_KEEP_ALIVE=-1)
         return web.json_response({"model": self.model, "response": "", "done": True, "done_reason": "load"})
 
+    def _names(self, loaded_only: bool) -> list[dict[str, str]]:
+        names = [self.model] if self.loaded or not loaded_only else []
+        names += [tag for tag in self.embedding_tags if tag in self.loaded_tags or not loaded_only]
+        return [{"name": name, "model": name} for name in names]
+
     async def ps(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": [{"name": self.model, "model": self.model}] if self.loaded else []})
+        return web.json_response({"models": self._names(loaded_only=True)})
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "0.12.6"})
 
     async def tags(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": [{"name": self.model, "model": self.model}]})
+        return web.json_response({"models": self._names(loaded_only=False)})
 
     async def show(self, request: web.Request) -> web.Response:
         return web.json_response({"modelfile": "", "parameters": "", "template": "", "model_info": {}})
@@ -549,6 +1050,10 @@ class OllamaStandIn(StandIn):
         body, kind, failed = await self._begin(request)
         if failed is not None:
             return failed
+        name = body.get("model") or self.model
+        if self._embedding_only(name):  # server/routes.go ChatHandler: no completion capability
+            self.served["unsupported"] += 1
+            return web.json_response({"error": f"{json.dumps(name)} does not support chat"}, status=400)
         await self._load()  # a cold model is loaded first: the client pays for it
         evaluated = self._fit_context(body)
         if evaluated is None:
@@ -610,3 +1115,113 @@ class OllamaStandIn(StandIn):
             "truncating input prompt limit=%d prompt=%d keep=%d new=%d", context, prompt, OLLAMA_NUM_KEEP, context
         )
         return context
+
+    def _chat_model_weights(self, key: str) -> EmbeddingModel:
+        """What a chat model embeds with on the llama.cpp runner: its last hidden state."""
+        sizes = [size for tag, size in OLLAMA_CHAT_HIDDEN_SIZES.items() if key.startswith(tag)]
+        return EmbeddingModel(key, sizes[0] if sizes else 4096, OLLAMA_CHAT_CONTEXT, special_tokens=0)
+
+    async def embed(self, request: web.Request) -> web.Response:
+        """Ollama 0.12.6's POST /api/embed (server/routes.go EmbedHandler; api/types.go EmbedRequest,
+        EmbedResponse), what LiteLLM's `ollama/` embeddings call. In its order: the body, the input's
+        type, the model (404 if not pulled), the load (a cold model pays `cold_load`), each input's
+        tokens against min(num_ctx, the model's context) — cut to 2 tokens under it (room for BOS and
+        EOS) unless `truncate: false`, then a 400 — and the vectors, L2-normalised, then cut to
+        `dimensions` and normalised again. `prompt_eval_count` counts the inputs' tokens without
+        special tokens (llm/server.go Tokenize adds none). Durations are nanoseconds; zero fields are
+        left out (omitempty)."""
+        started = time.monotonic()
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = NOT_JSON
+        kind = self._count_embedding(body)
+        if self.mode.name == "error":
+            message = OLLAMA_ERRORS.get(self.mode.status, f"HTTP {self.mode.status}")
+            return web.json_response({"error": message}, status=self.mode.status)
+        failed = await self._fault(kind)
+        if failed is not None:
+            return failed
+
+        def refuse(message: str, status: int = 400) -> web.Response:
+            self.served["embeddings-invalid"] += 1
+            return web.json_response({"error": message}, status=status)
+
+        if body is None:
+            return refuse("missing request body")
+        if body is NOT_JSON:
+            return refuse("invalid character looking for beginning of value")
+        if not isinstance(body, dict):
+            kind_of_body = {list: "array", str: "string", bool: "bool"}.get(type(body), "number")
+            return refuse(f"json: cannot unmarshal {kind_of_body} into Go value of type api.EmbedRequest")
+        for field, go_type, accepts in (
+            ("model", "string", str),
+            ("truncate", "bool", bool),
+            ("dimensions", "int", int),
+            ("options", "map[string]interface {}", dict),
+        ):
+            value = body.get(field)
+            if value is not None and (not isinstance(value, accepts) or (accepts is int and isinstance(value, bool))):
+                return refuse(_go_unmarshal_error(field, go_type, value))
+        keep_alive = _keep_alive_seconds(body.get("keep_alive"))
+        if isinstance(keep_alive, str):
+            return refuse(keep_alive)
+        value = body.get("input")
+        if isinstance(value, str):
+            inputs = [value] if value else []
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            inputs = list(value)
+        elif value is None:
+            inputs = []
+        else:
+            return refuse("invalid input type")
+        name = body.get("model") or ""
+        if not name:
+            return refuse("model is required")
+        found = self._find(name)
+        if found is None:
+            return refuse(f"model {json.dumps(name)} not found, try pulling it first", 404)
+        key, weights = found
+        refuses_to_embed = weights is None and key.startswith(OLLAMA_NEW_ENGINE_FAMILIES)
+        weights = weights or self._chat_model_weights(key)
+        await self._load_model(key)
+        loaded_at = time.monotonic()
+        if not inputs:  # an empty request only loads the model
+            self.served[kind] += 1
+            return web.json_response({"model": name, "embeddings": []})
+        options = body.get("options") or {}
+        num_ctx = options.get("num_ctx") if isinstance(options.get("num_ctx"), int) else None
+        context = min(num_ctx or self.context_tokens or OLLAMA_DEFAULT_CONTEXT, weights.context_tokens)
+        texts, count = [], 0
+        for text in inputs:
+            ids = _token_ids(text)
+            if len(ids) > context:
+                if body.get("truncate") is False:
+                    return refuse("input exceeds maximum context length")
+                keep = context - 2  # the input has neither BOS nor EOS: room for both
+                if keep <= 0:
+                    return refuse("input after truncation exceeds maximum context length")
+                self.embed_truncations.append({"ctxLen": keep, "tokenCount": len(ids)})
+                ids = ids[:keep]
+                text = _text_of(ids)
+            count += len(ids)
+            texts.append(text)
+        if refuses_to_embed:
+            return refuse("this model does not support embeddings", 500)
+        await self._pace_embedding()
+        dimensions = body.get("dimensions") or 0
+        vectors = [go_float32(weights.vector(text, dimensions if dimensions > 0 else None)) for text in texts]
+        self.served[kind] += 1
+        if keep_alive == 0:  # unloaded once idle
+            if key == ollama_key(self.model):
+                self.loaded = False
+            self.loaded_tags.discard(key)
+        answer = {
+            "model": name,  # as the request named it
+            "embeddings": vectors,
+            "total_duration": int((time.monotonic() - started) * 1e9),
+            "load_duration": int((loaded_at - started) * 1e9),
+            "prompt_eval_count": count,
+        }
+        return self._json_answer({field: value for field, value in answer.items() if value or field == "embeddings"})
