@@ -52,6 +52,14 @@ LOCAL_API_KEY_PLACEHOLDER = "not-a-secret-local-tier"
 OLLAMA_NEVER_TRUNCATE = {"truncate": False, "shift": False}
 
 
+# An embeddings tier on Ollama (LiteLLM 1.108.7 `ollama/`, llms/ollama/completion/handler.py, sends
+# /api/embed): `truncate: false` makes an input over the context a 400, as vLLM answers it, instead
+# of the vector of a shorter text (Ollama cuts at num_ctx by default, server/routes.go EmbedHandler);
+# `drop_params` lets a request carrying OpenAI's `encoding_format` (the OpenAI SDK always sends it)
+# through, where LiteLLM would refuse it for Ollama before sending (UnsupportedParamsError).
+OLLAMA_EMBEDDINGS = {"truncate": False, "drop_params": True}
+
+
 @dataclass(frozen=True)
 class Tier:
     """One step of the chain: a LiteLLM model group, the deployment behind it, and where it runs."""
@@ -73,6 +81,7 @@ class Tier:
     mode: str = "chat"  # "chat" or "embedding": what its chain serves
     outside: bool | None = None  # an endpoint's: outside the cluster (None: decided by `service`)
     limits: Any = None  # a cloud tier's settings, whose rpm / tpm / budget the spend guard enforces
+    embedding: tuple[str, int] | None = None  # an embeddings tier's declared (model, dimensions)
 
     @property
     def in_cluster(self) -> bool:
@@ -159,6 +168,8 @@ def ollama_tier(name: str, group: str, model: str, timeout_seconds: int, place: 
     }
     if chat:
         params["extra_body"] = dict(OLLAMA_NEVER_TRUNCATE)
+    else:
+        params.update(OLLAMA_EMBEDDINGS)
     return Tier(
         name=name,
         group=group,
@@ -244,12 +255,15 @@ def _chain_tier(chain: ChainSettings, index: int, tier: TierSettings, place: Pla
     group = chain.name if index == 0 else tier_group(chain.name, tier.tier_name)
     spec = tier.spec
     if tier.kind == "vllm":
-        return vllm_tier(name, group, spec, name, place)
-    if tier.kind == "ollama":
-        return ollama_tier(name, group, spec.model, spec.timeout_seconds, place)
-    if tier.kind == "cloud":
-        return cloud_tier(name, group, spec, secret_env_name(spec.api_key), place)
-    return endpoint_tier(name, group, spec, place)
+        built = vllm_tier(name, group, spec, name, place)
+    elif tier.kind == "ollama":
+        built = ollama_tier(name, group, spec.model, spec.timeout_seconds, place)
+    elif tier.kind == "cloud":
+        built = cloud_tier(name, group, spec, secret_env_name(spec.api_key), place)
+    else:
+        built = endpoint_tier(name, group, spec, place)
+    declared = tier.embedding
+    return replace(built, embedding=(declared.model, declared.dimensions)) if declared else built
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,14 @@ def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) 
     return {"model_name": tier.group, "litellm_params": dict(tier.litellm_params), "model_info": model_info}
 
 
+def _embedding_request_timeout(tiers: tuple[Tier, ...]) -> dict[str, Any]:
+    """LiteLLM's `ollama/` embeddings ignore the deployment's `timeout`: only the global
+    `request_timeout` (6000 s by default) bounds a hung Ollama. Set to the slowest such tier's cap,
+    and only with one (a chat tier's own timeout wins over it: Router._get_non_stream_timeout)."""
+    caps = [int(t.litellm_params["timeout"]) for t in tiers if t.kind == "ollama" and t.mode != CHAT_MODE]
+    return {"request_timeout": max(caps)} if caps else {}
+
+
 def nested_fallbacks(chain: tuple[Tier, ...]) -> list[dict[str, list[str]]]:
     """Each tier falls back to the next one only: [{vllm: [ollama]}, {ollama: [openai]}]."""
     return [{tier.group: [after.group]} for tier, after in itertools.pairwise(chain)]
@@ -193,6 +201,7 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
             ],
             "callbacks": callbacks(settings),
             **_metrics_settings(settings),
+            **_embedding_request_timeout(tiers),
         },
         "general_settings": _general_settings(settings, tiers),
     }

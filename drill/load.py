@@ -35,6 +35,14 @@ PHASES = (
     ("both back", {}),
 )
 BOTH_LOCAL_DOWN = 2  # index of the phase in which the cloud may answer
+# Every chain keeps a local tier in every phase (an embeddings chain has no cloud to fall to): the
+# GPU tiers crash, come back, then the shared Ollama crashes.
+ROLLING_PHASES = (
+    ("all up", {}),
+    ("vLLM stopped", {"vllm": "crash"}),
+    ("vLLM back, Ollama stopped", {"ollama": "crash"}),
+    ("both back", {}),
+)
 RETURN_GRACE_SECONDS = 0.5
 ANSWER_SECONDS = 0.3
 CLIENTS = 8
@@ -76,11 +84,11 @@ def _one_request(
     return finished, answer.tier, "" if finished else "no finish", len(answer.chunks)
 
 
-def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseReport]:
+def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) -> list[PhaseReport]:
     model = drill.settings.gateway.model_name
     embeddings = [chain.name for chain in chains(drill.settings) if chain.kind == "embeddings"]
     kinds = {tier.name: tier.kind for tier in all_tiers(drill.settings)}
-    reports = [PhaseReport(name) for name, _ in PHASES]
+    reports = [PhaseReport(name) for name, _ in phases]
     current = {"phase": 0}
     stop = threading.Event()
     lock = threading.Lock()
@@ -123,7 +131,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float) -> list[PhaseRepo
     for thread in clients:
         thread.start()
     try:
-        for index, (_, modes) in enumerate(PHASES):
+        for index, (_, modes) in enumerate(phases):
             current["phase"] = index
             set_modes(modes)
             started_at.append(time.monotonic())

@@ -177,7 +177,9 @@ class Drill:
         for tier in all_tiers(self.settings):
             # The cloud answers with the dated model behind the name it was asked for, as OpenAI does.
             cloud = {} if tier.in_cluster else {"snapshot": cloud_snapshot(tier.served_model)}
-            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port(), **cloud)
+            # An embeddings tier serves its declared model: the same vectors on every tier of its chain.
+            embeds = {"embedding_model": tier.embedding[0], "dimensions": tier.embedding[1]} if tier.embedding else {}
+            standin = STANDIN_FOR_API[tier.api](tier.name, tier.served_model, free_port(), **cloud, **embeds)
             standin.context_tokens = tier.context_tokens  # as the pod gives it (vLLM's stand-in ignores it)
             standin.start()
             self.standins[tier.name] = standin
