@@ -335,6 +335,18 @@ PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/
 PRIVATE_RANGES_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
 
 
+def _public() -> list[dict[str, Any]]:
+    """Any address outside the private ranges (IPv4 and IPv6)."""
+    return [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}},
+        {"ipBlock": {"cidr": "::/0", "except": PRIVATE_RANGES_V6}},
+    ]
+
+
+def _tcp(ports: list[int]) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
+
+
 def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
     """Clients may reach port 4000; the gateway may reach each in-cluster tier of the chain, DNS,
     and (when a tier is outside the cluster) HTTPS outside the private ranges."""
@@ -348,22 +360,17 @@ def network_policy_spec(args: LiteLLMArgs) -> dict[str, Any]:
         }
         for service, port in deployed
     ]
-    # An endpoint this program does not deploy: its host is only a name, so its port is opened.
-    endpoint_ports = sorted({tier.port for tier in tiers if tier.kind == "endpoint"})
-    egress += [{"ports": [{"protocol": "TCP", "port": port}]} for port in endpoint_ports]
+    # An endpoint this program does not deploy: its port, to any pod of the cluster (an in-cluster
+    # Service: its pods' labels are not ours to know), or outside the private ranges (a URL).
+    for inside in (True, False):
+        ports = sorted({tier.port for tier in tiers if tier.kind == "endpoint" and tier.in_cluster == inside})
+        if ports:
+            egress.append({"to": [{"namespaceSelector": {}}] if inside else _public(), "ports": _tcp(ports)})
     # DNS wherever the cluster runs it (kube-dns, CoreDNS, node-local caches), on its ports only.
     dns = [{"protocol": protocol, "port": port} for port in args.gateway.dns_ports for protocol in ("UDP", "TCP")]
     egress.append({"ports": dns})
     if any(tier.kind == "cloud" for tier in tiers):
-        egress.append(
-            {
-                "to": [
-                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}},
-                    {"ipBlock": {"cidr": "::/0", "except": PRIVATE_RANGES_V6}},
-                ],
-                "ports": [{"protocol": "TCP", "port": 443}],
-            }
-        )
+        egress.append({"to": _public(), "ports": _tcp([443])})
     if args.database_url is not None:
         # The database host is inside the secret URL; only its port is opened, to any address.
         egress.append({"ports": [{"protocol": "TCP", "port": args.gateway.database_port}]})

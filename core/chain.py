@@ -230,6 +230,8 @@ def endpoint_tier(name: str, group: str, endpoint: EndpointTierSettings, place: 
     elif endpoint.api == "ollama":
         params["model"] = f"{'ollama_chat' if place.mode == 'chat' else 'ollama'}/{endpoint.model}"
         params.pop("api_key")
+        # The same safeguards as the shared Ollama's (ollama_tier).
+        params.update({"extra_body": dict(OLLAMA_NEVER_TRUNCATE)} if place.mode == CHAT_MODE else OLLAMA_EMBEDDINGS)
     else:
         params["model"] = f"openai/{endpoint.model}"
     params["max_retries"] = 0

@@ -177,7 +177,7 @@ def _embedding_request_timeout(tiers: tuple[Tier, ...]) -> dict[str, Any]:
     """LiteLLM's `ollama/` embeddings ignore the deployment's `timeout`: only the global
     `request_timeout` (6000 s by default) bounds a hung Ollama. Set to the slowest such tier's cap,
     and only with one (a chat tier's own timeout wins over it: Router._get_non_stream_timeout)."""
-    caps = [int(t.litellm_params["timeout"]) for t in tiers if t.kind == "ollama" and t.mode != CHAT_MODE]
+    caps = [int(t.litellm_params["timeout"]) for t in tiers if t.api == "ollama" and t.mode != CHAT_MODE]
     return {"request_timeout": max(caps)} if caps else {}
 
 

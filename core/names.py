@@ -43,10 +43,11 @@ REDIS_URL_SECRET = "redis-url"
 
 def secret_env_name(config_key_name: str) -> str:
     """The gateway's env var for a secret stack-config key a chain's tier names (`embedApiKey` →
-    `LLM_GATEWAY_EMBED_API_KEY`); the OpenAI key keeps its own name."""
+    `LLM_GATEWAY_KEY_EMBED_API_KEY`); the OpenAI key keeps its own name."""
     if config_key_name == OPENAI_KEY_CONFIG:
         return OPENAI_KEY_ENV
-    return "LLM_GATEWAY_" + re.sub(r"(?<!^)(?=[A-Z])", "_", config_key_name).upper()
+    # Its own prefix: no key name can take one of the gateway's variables (LLM_GATEWAY_MAX_REQUEST_BYTES).
+    return "LLM_GATEWAY_KEY_" + re.sub(r"(?<!^)(?=[A-Z])", "_", config_key_name).upper()
 
 
 def tier_key_secret(config_key_name: str) -> str:
@@ -122,6 +123,8 @@ def tier_object_name(chain_name: str, tier: str) -> str:
     colliding for different chains (a hash when the chain's name had to be changed to fit)."""
     wanted = f"{chain_name}-{tier}"
     slug = re.sub(r"[^a-z0-9]+", "-", wanted.lower()).strip("-")
+    if not slug[:1].isalpha():  # a Service name (DNS-1035) starts with a letter: `7b-vllm` would be refused
+        slug = wanted = f"chain-{slug}"
     if slug == wanted and len(slug) <= _OBJECT_NAME_LENGTH:
         return slug
     digest = hashlib.sha256(wanted.encode()).hexdigest()[:6]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from core.context_window import (
     KNOWN_OLLAMA_MODELS,
@@ -609,11 +610,21 @@ class EndpointTierSettings:
         for key, value in (("url", self.url), ("model", self.model)):
             if value is None:
                 raise ConfigError(f"{path}.{key}", None, f"set the endpoint's {key}", state="is not set")
+        if self.api != "ollama" and not urlsplit(self.url).path.rstrip("/").endswith("/v1"):
+            # The gateway appends /chat/completions or /embeddings: without /v1, vLLM answers 404 and
+            # the tier is cooled down for good, while its /health looks fine.
+            raise ConfigError(f"{path}.url", self.url, "an OpenAI-compatible endpoint's URL ends in /v1: add it")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url or "").hostname or ""
 
     @property
     def in_cluster(self) -> bool:
-        host = (self.url or "").split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-        return host.endswith(".svc") or ".svc." in host
+        """A Service name: `<svc>` (no dot), `<svc>.<ns>.svc` or `<svc>.<ns>.svc.<cluster domain>` (the
+        domain is checked against `clusterDomain` by Settings). Any other host is outside the cluster."""
+        labels = self.host.split(".")
+        return len(labels) == 1 or (len(labels) >= 3 and labels[2] == "svc")
 
 
 @dataclass(frozen=True)
@@ -753,6 +764,14 @@ class ChainSettings:
                     state="is not set",
                 )
             declared = (tier.embedding.model, tier.embedding.dimensions)
+            served = tier.spec.model if tier.kind in ("vllm", "cloud") else None  # Ollama's tags name it otherwise
+            if served is not None and served != tier.embedding.model:
+                raise ConfigError(
+                    f"{key}.model",
+                    tier.embedding.model,
+                    f"this {tier.kind} tier serves {served}: declare that, or serve {tier.embedding.model} on it "
+                    "(the chain's tiers must serve one model)",
+                )
             if first is None:
                 first = declared
             elif declared != first:
@@ -807,7 +826,24 @@ class Settings:
     def check(self, path: str) -> None:
         _check_ollama_context(self.ollama, self.gateway.context_tokens)
         self._check_chain_names()
+        self._check_endpoint_domains()
         _check_shared_ollama(self)
+
+    def _check_endpoint_domains(self) -> None:
+        """`<svc>.<ns>.svc.<domain>` is in this cluster only with this cluster's domain."""
+        for index, chain in enumerate(self.chains):
+            for tier_index, tier in enumerate(chain.tiers):
+                endpoint = tier.endpoint
+                if endpoint is None or not endpoint.in_cluster:
+                    continue
+                domain = endpoint.host.split(".", 3)[3] if endpoint.host.count(".") >= 3 else self.cluster_domain
+                if domain != self.cluster_domain:
+                    raise ConfigError(
+                        f"chains[{index}].tiers[{tier_index}].endpoint.url",
+                        endpoint.url,
+                        f"a Service's name ends in .svc.{self.cluster_domain} (clusterDomain); a host outside the "
+                        "cluster has no .svc label",
+                    )
 
     def _check_chain_names(self) -> None:
         """Every name a client calls and every group is one chain's only; every object name one tier's."""
@@ -1062,10 +1098,28 @@ def _check_one_context_per_model(settings: Settings) -> None:
     """The shared Ollama derives one served model per model, with one num_ctx: every chain using a
     model must give it the same context."""
     contexts = {settings.ollama.model: ("gateway.contextTokens", settings.gateway.context_tokens)}
+    digests = {settings.ollama.model: ("ollama.modelDigest", settings.ollama.model_digest)}
     for index, chain in enumerate(settings.chains):
-        for tier in chain.tiers:
+        for tier_index, tier in enumerate(chain.tiers):
             if tier.ollama is None:
                 continue
+            key = f"chains[{index}].tiers[{tier_index}].ollama.modelDigest"
+            pinned_as, pin = digests.setdefault(tier.ollama.model, (key, tier.ollama.model_digest))
+            if pin != tier.ollama.model_digest:
+                raise ConfigError(
+                    key,
+                    tier.ollama.model_digest,
+                    f"{tier.ollama.model} is pulled once for the shared Ollama, pinned by {pinned_as} = {pin}: "
+                    "give every tier of it the same pin",
+                )
+            shape = KNOWN_OLLAMA_MODELS.get(tier.ollama.model)
+            if shape is not None and settings.chain_context(chain) > shape.trained_context:
+                raise ConfigError(
+                    f"chains[{index}].contextTokens",
+                    settings.chain_context(chain),
+                    f"{tier.ollama.model} holds at most {shape.trained_context} tokens (Ollama would cut it to "
+                    f"that): set it to {shape.trained_context} or less, or choose another model",
+                )
             key, context = contexts.setdefault(
                 tier.ollama.model, (f"chains[{index}].contextTokens", settings.chain_context(chain))
             )

@@ -92,7 +92,7 @@ def test_the_gateway_may_reach_each_tier_and_only_them(example_run):
     egress = policy.inputs["spec"]["egress"]
     selected = [rule["to"][0]["podSelector"]["matchLabels"] for rule in egress if "podSelector" in str(rule.get("to"))]
     assert {labels["app.kubernetes.io/name"] for labels in selected} == {"vllm", "ollama", "embed-vllm"}
-    assert {"ports": [{"protocol": "TCP", "port": 8000}]} in egress  # the existing endpoint's port
+    assert {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8000}]} in egress  # the endpoint
 
 
 def test_gaming_mode_frees_every_gpu():
@@ -111,13 +111,13 @@ def test_a_cloud_tier_with_its_own_key_gets_its_own_secret():
         }
     ]
     run = run_program(config, {**KEY, "summarizeApiKey": EMBED_KEY_CANARY})
-    secrets = [r for r in run.of_type(SECRET) if "LLM_GATEWAY_SUMMARIZE_API_KEY" in r.inputs.get("stringData", {})]
+    secrets = [r for r in run.of_type(SECRET) if "LLM_GATEWAY_KEY_SUMMARIZE_API_KEY" in r.inputs.get("stringData", {})]
     assert len(secrets) == 1 and "stringData" in secrets[0].secret_paths
     for registration in run.resources:
         if registration.type != SECRET:
             assert EMBED_KEY_CANARY not in str(registration.inputs)
     entry = next(e for e in gateway_config(run)["model_list"] if e["model_name"] == "summarize-cloud")
-    assert entry["litellm_params"]["api_key"] == "os.environ/LLM_GATEWAY_SUMMARIZE_API_KEY"
+    assert entry["litellm_params"]["api_key"] == "os.environ/LLM_GATEWAY_KEY_SUMMARIZE_API_KEY"
 
 
 EMBED_TIER = {"vllm": {"model": "BAAI/bge-m3"}, "embedding": {"model": "BAAI/bge-m3", "dimensions": 1024}}
@@ -190,6 +190,47 @@ def chained(*chains: dict) -> dict:
             KEY,
             "llm-gateway:embedApiKy",
         ),
+        (
+            chained({"name": "x", "tiers": [{"endpoint": {"url": "http://vllm-api.ml.svc:8000", "model": "m"}}]}),
+            KEY,
+            "llm-gateway:chains[0].tiers[0].endpoint.url",
+        ),
+        (
+            chained({"name": "x", "tiers": [{"endpoint": {"url": "https://llm.svc.example.com/v1", "model": "m"}}]}),
+            KEY,
+            "llm-gateway:chains[0].tiers[0]",
+        ),
+        (
+            chained({"name": "x", "tiers": [{"endpoint": {"url": "http://a.ml.svc.other.org/v1", "model": "m"}}]}),
+            KEY,
+            "llm-gateway:chains[0].tiers[0].endpoint.url",
+        ),
+        (
+            chained(
+                {
+                    "name": "e",
+                    "kind": "embeddings",
+                    "tiers": [
+                        {
+                            "vllm": {"model": "intfloat/e5-large"},
+                            "embedding": {"model": "BAAI/bge-m3", "dimensions": 1024},
+                        }
+                    ],
+                }
+            ),
+            KEY,
+            "llm-gateway:chains[0].tiers[0].embedding.model",
+        ),
+        (
+            chained({"name": "x", "tiers": [{"ollama": {"model": "qwen2.5:3b", "modelDigest": "sha256:" + "a" * 64}}]}),
+            KEY,
+            "llm-gateway:chains[0].tiers[0].ollama.modelDigest",
+        ),
+        (
+            chained({"name": "x", "contextTokens": 65536, "tiers": [{"ollama": {"model": "qwen2.5:0.5b"}}]}),
+            KEY,
+            "llm-gateway:chains[0].contextTokens",
+        ),
     ],
     ids=[
         "embeddings-two-models",
@@ -202,6 +243,12 @@ def chained(*chains: dict) -> dict:
         "cloud-key-not-set",
         "embedding-in-a-chat-chain",
         "typo-still-refused",
+        "endpoint-without-v1",
+        "svc-inside-a-public-name",
+        "other-cluster-domain",
+        "vllm-serves-another-model",
+        "two-pins-for-one-model",
+        "past-the-trained-context",
     ],
 )
 def test_bad_chains_fail_by_key_before_any_resource(config, secrets, key):
@@ -241,3 +288,8 @@ def test_a_second_gpu_pool_is_stack_config_only():
 def test_object_names_never_collide():
     assert tier_object_name("Qwen/Qwen2.5", "vllm") != tier_object_name("qwen-qwen2-5", "vllm")
     assert len(tier_object_name("a" * 200, "vllm")) <= 40
+
+
+def test_an_object_name_starts_with_a_letter():
+    """A Service name is a DNS-1035 label: `7b-vllm` would be refused by the API server mid-`pulumi up`."""
+    assert tier_object_name("7b", "vllm") == "chain-7b-vllm"
