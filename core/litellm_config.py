@@ -64,6 +64,7 @@ from gateway.contract import (
     CHAT_MODE,
     CLIENT_FACING,
     CONTEXT_TOKENS,
+    EMBEDDING_DIMENSIONS,
     ENGINE_PROBE,
     KEY_PREFIX,
     LEAVES_CLUSTER,
@@ -149,6 +150,8 @@ def _model_entry(tier: Tier, health_check_timeout: int, limits: dict[str, Any]) 
         # LiteLLM's own marker: its health check embeds instead of chatting; the front door
         # (gateway/request_check.py) serves this chain on the embeddings route only.
         model_info[MODE] = tier.mode
+    if tier.embedding is not None:
+        model_info[EMBEDDING_DIMENSIONS] = tier.embedding[1]
     if tier.client_facing:
         model_info[CLIENT_FACING] = True
     if not tier.in_cluster:

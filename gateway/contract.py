@@ -37,6 +37,8 @@ SPEND_GUARD = "spend_guard"  # the cloud tier's limits, which cloud_guard.py enf
 MODE = "mode"
 EMBEDDING_MODE = "embedding"
 CHAT_MODE = "chat"  # no `mode` key at all: a chat chain's config stays as it was before chains
+# An embeddings tier's declared vector length: the front door refuses a request for another one.
+EMBEDDING_DIMENSIONS = "embedding_dimensions"
 # Set in `model_info.health_check_params`: LiteLLM hands it to vllm_progress.py on a background health
 # check, which then asks vLLM's /health and the engine's progress instead of queueing a generation.
 ENGINE_PROBE = "engine_probe"

@@ -60,7 +60,16 @@ from litellm.proxy._types import SpecialHeaders
 # The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
 if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
     sys.path.append(_here)
-from contract import CHAT_MODE, CLIENT_FACING, EMBEDDING_MODE, INVALID_REQUEST, MAX_REQUEST_BYTES_ENV, MODE
+from contract import (
+    CHAT_MODE,
+    CLIENT_FACING,
+    EMBEDDING_DIMENSIONS,
+    EMBEDDING_MODE,
+    INVALID_REQUEST,
+    MAX_REQUEST_BYTES_ENV,
+    MODE,
+    chain_groups,
+)
 
 try:
     from litellm.types.llms.openai import ValidUserMessageContentTypes as USER_CONTENT_TYPES
@@ -503,11 +512,44 @@ def _embedding_input_problem(value) -> str | None:
     return None
 
 
-def embedding_request_problem(data: dict, names: Mapping[str, str], query_string: bytes) -> Refusal | None:
+# Ollama's own fields, which LiteLLM passes to /api/embed over the deployment's: a client could undo
+# `truncate: false` (a vector of a cut text), or reload the shared runner with another context.
+OLLAMA_FIELDS = ("truncate", "options", "keep_alive", "num_ctx", "extra_body", "drop_params")
+
+
+@dataclass(frozen=True)
+class EmbeddingRules:
+    """What a chain's tiers all take: its declared vector length, and token ids (not Ollama's)."""
+
+    dimensions: int | None = None
+    token_ids: bool = True
+
+
+def embedding_request_problem(
+    data: dict, names: Mapping[str, str], query_string: bytes, rules: Mapping[str, EmbeddingRules] | None = None
+) -> Refusal | None:
     """What the door refuses in an embeddings request (a JSON object), or None."""
     refusal = _model_problem(data, names, query_string) or _refused_field(data)
     if refusal is not None:
         return refusal
+    for field in OLLAMA_FIELDS:
+        if field in data:
+            message = f"Unsupported parameter: '{field}'. How a model runs is set by the gateway's operator: remove it."
+            return Refusal(400, message, param=field, code="unsupported_parameter")
+    chain = (rules or {}).get(names[data["model"]], EmbeddingRules())
+    asked = data.get("dimensions")
+    if asked is not None and chain.dimensions is not None and asked != chain.dimensions:
+        message = (
+            f"Invalid value for 'dimensions': this model's vectors have {chain.dimensions}; another length could not "
+            "be searched in the same index. Remove it, or ask for that."
+        )
+        return Refusal(400, message, param="dimensions")
+    if (
+        not chain.token_ids
+        and isinstance(data.get("input"), list)
+        and any(isinstance(item, list) or _is_integer(item) for item in data["input"])
+    ):
+        return Refusal(400, "Invalid value for 'input': this model takes text, not token ids.", param="input")
     if "input" not in data:
         return Refusal(400, "You must provide an input parameter.", param="input")
     wrong = _embedding_input_problem(data["input"])
@@ -555,6 +597,21 @@ def client_names(
     return names
 
 
+def embedding_rules(model_list: list[dict] | None, fallbacks, heads) -> dict[str, EmbeddingRules]:
+    """Each embeddings chain's head → what all its tiers take (the rendered `embedding_dimensions`; no
+    token ids where a tier is Ollama's: LiteLLM sends Ollama text only)."""
+    by_group: dict[str, list[dict]] = {}
+    for entry in model_list or []:
+        by_group.setdefault(entry.get("model_name"), []).append(entry)
+    rules = {}
+    for head in set(heads):
+        entries = [entry for group in chain_groups(fallbacks, head) for entry in by_group.get(group, [])]
+        declared = {(e.get("model_info") or {}).get(EMBEDDING_DIMENSIONS) for e in entries} - {None}
+        ollama = any(str((e.get("litellm_params") or {}).get("model", "")).startswith("ollama") for e in entries)
+        rules[head] = EmbeddingRules(declared.pop() if len(declared) == 1 else None, not ollama)
+    return rules
+
+
 class _ClientNames:
     """The router's client names by mode (chat, embedding; None: all), computed once per router
     (LiteLLM builds it at start)."""
@@ -562,8 +619,17 @@ class _ClientNames:
     def __init__(self) -> None:
         self._router: Any = None
         self._names: dict[str | None, dict[str, str]] = {}
+        self._rules: dict[str, EmbeddingRules] = {}
 
     def get(self, mode: str | None = CHAT_MODE) -> dict[str, str]:
+        self._refresh()
+        return self._names.get(mode, {})
+
+    def embedding_rules(self) -> dict[str, EmbeddingRules]:
+        self._refresh()
+        return self._rules
+
+    def _refresh(self) -> None:
         proxy = sys.modules.get("litellm.proxy.proxy_server")
         router = getattr(proxy, "llm_router", None)
         if router is not None and router is not self._router:
@@ -571,8 +637,8 @@ class _ClientNames:
                 each: client_names(router.model_list, router.model_group_alias, each)
                 for each in (CHAT_MODE, EMBEDDING_MODE, None)
             }
+            self._rules = embedding_rules(router.model_list, router.fallbacks, self._names[EMBEDDING_MODE].values())
             self._router = router
-        return self._names.get(mode, {})
 
 
 def model_list_body(names: Mapping[str, str], one: str | None = None) -> bytes:
@@ -726,8 +792,11 @@ class FrontDoor:
             return await _answer(send, Refusal(400, NOT_AN_OBJECT, param="request_body"))
         if isinstance(data, dict):
             names = self.names.get(mode)
-            problem = chat_request_problem if mode == CHAT_MODE else embedding_request_problem
-            refusal = problem(data, names, scope.get("query_string", b""))
+            query = scope.get("query_string", b"")
+            if mode == CHAT_MODE:
+                refusal = chat_request_problem(data, names, query)
+            else:
+                refusal = embedding_request_problem(data, names, query, self.names.embedding_rules())
             if refusal is not None:
                 return await _answer(send, refusal)
             if names[data["model"]] != data["model"]:  # an alias: the chain behind it sees its own name

@@ -412,3 +412,25 @@ def test_the_embeddings_route_refuses_what_openai_refuses(body, param, status):
 def test_the_embeddings_route_lets_every_openai_input_shape_through(given_input):
     body = {"model": "embed", "input": given_input, "encoding_format": "float", "dimensions": 1024, "user": "u"}
     assert door.embedding_request_problem(body, {"embed": "embed"}, b"") is None
+
+
+@pytest.mark.parametrize("field", ["truncate", "options", "keep_alive", "num_ctx", "extra_body", "drop_params"])
+def test_the_embeddings_route_refuses_ollamas_own_fields(field):
+    """LiteLLM lets them over the deployment's: `truncate: true` would undo the cut-text backstop."""
+    refusal = door.embedding_request_problem({"model": "embed", "input": "x", field: True}, {"embed": "embed"}, b"")
+    assert refusal is not None and (refusal.status, refusal.param) == (400, field)
+
+
+def test_the_chains_rules_come_from_the_rendered_config():
+    config = litellm_config(parse_settings(EMBEDDINGS_STACK, openai_key="secret"))
+    rules = door.embedding_rules(config["model_list"], config["router_settings"]["fallbacks"], ["embed"])
+    assert rules == {"embed": door.EmbeddingRules(dimensions=1024, token_ids=True)}  # vLLM only: ids are fine
+    names, with_ollama = {"embed": "embed"}, {"embed": door.EmbeddingRules(dimensions=1024, token_ids=False)}
+    other_length = door.embedding_request_problem(
+        {"model": "embed", "input": "x", "dimensions": 256}, names, b"", rules
+    )
+    assert other_length is not None and other_length.param == "dimensions"
+    same_length = {"model": "embed", "input": "x", "dimensions": 1024}
+    assert door.embedding_request_problem(same_length, names, b"", rules) is None
+    ids = door.embedding_request_problem({"model": "embed", "input": [1, 2]}, names, b"", with_ollama)
+    assert ids is not None and ids.param == "input"
