@@ -82,9 +82,11 @@ def embed(
     timeout: float = 120,
     api_key: str = DRILL_MASTER_KEY,
     client: httpx.Client | None = None,
+    **fields: object,
 ) -> Answer:
-    """One embeddings request (`POST /v1/embeddings`); the vectors are in `body["data"]`."""
-    payload = {"model": model, "input": texts}
+    """One embeddings request (`POST /v1/embeddings`, with any other `fields`); the vectors are in
+    `body["data"]`."""
+    payload = {"model": model, "input": texts, **fields}
     headers = {"Authorization": f"Bearer {api_key}"}
     started = time.monotonic()
     if client is None:

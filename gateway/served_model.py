@@ -25,14 +25,16 @@ How, at the least cost per chunk:
 - a plain answer gets its name once, in the proxy's success hook.
 """
 
+import base64
 import os
+import struct
 import sys
 from typing import Any
 
 from litellm.constants import RETURN_RAW_MODEL_NAME_METADATA_KEY
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
-from litellm.types.utils import ModelResponse
+from litellm.types.utils import EmbeddingResponse, ModelResponse
 
 # The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
 if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
@@ -98,6 +100,8 @@ class ServedModel(CustomLogger):
         return data
 
     async def async_post_call_success_hook(self, data, user_api_key_dict, response):
+        if isinstance(response, EmbeddingResponse):
+            return self._embeddings_answer(data, response)
         if isinstance(response, ModelResponse) and response.model:
             # The proxy looked the answering deployment up by the response's model id.
             deployment = data.get("deployment")
@@ -105,6 +109,29 @@ class ServedModel(CustomLogger):
             deployment_model = getattr(getattr(deployment, "litellm_params", None), "model", None)
             response.model = public_model(response.model, deployment_model, answers_as)
         return response
+
+
+    @staticmethod
+    def _embeddings_answer(data: dict, response: EmbeddingResponse) -> None:
+        """An embeddings answer names the chain's model, not `ollama/<derived tag>`, and comes in the
+        format asked: Ollama's tier answers floats (LiteLLM drops `encoding_format` for it), so a
+        client that asked for base64, as OpenAI's SDK does by default, gets base64 from every tier."""
+        deployment = data.get("deployment")
+        answers_as = _answers_as(getattr(deployment, "model_info", None))
+        deployment_model = getattr(getattr(deployment, "litellm_params", None), "model", None)
+        if response.model:
+            response.model = public_model(response.model, deployment_model, answers_as)
+        if data.get("encoding_format") == "base64":
+            for item in response.data or []:
+                vector = item.get("embedding") if isinstance(item, dict) else getattr(item, "embedding", None)
+                if not isinstance(vector, list):
+                    continue  # already base64 (vLLM honours it)
+                packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                if isinstance(item, dict):
+                    item["embedding"] = packed
+                else:
+                    item.embedding = packed
+        return None
 
 
 handler = ServedModel()

@@ -9,6 +9,7 @@ model's vector, and the cloud stand-in to have received nothing. NFR65: the next
 
 from __future__ import annotations
 
+import base64
 import threading
 
 import numpy
@@ -92,6 +93,12 @@ def test_vllm_refused_ollama_answers_fast_with_the_same_vector(fresh):
         assert answer.tier == "embed-ollama"
         assert numpy.array_equal(vectors(answer)[0], healthy)  # comparable: one model, two tiers
     assert slowest < FAILOVER_LIMIT_SECONDS
+    assert answers[0].body["model"] == "bge-m3:567m"  # the operator's model, not ollama/<derived tag>
+    # OpenAI's SDK asks for base64 by default: Ollama answers floats, the gateway packs them.
+    packed = embed(fresh.url, EMBED, "the same text", encoding_format="base64")
+    assert packed.tier == "embed-ollama", packed.body
+    as_floats = numpy.frombuffer(base64.b64decode(packed.body["data"][0]["embedding"]), dtype="<f4")
+    assert numpy.array_equal(as_floats, healthy)
     assert fresh.cloud.client_requests == 0
 
 
