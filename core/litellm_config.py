@@ -123,7 +123,7 @@ def shared_state_prefix(settings: Settings) -> str:
     return f"{PROJECT}:{settings.namespace}"
 
 
-def spend_guard(settings: Settings, cloud: OpenAISettings | None = None) -> dict[str, Any]:
+def spend_guard(settings: Settings, cloud: OpenAISettings | None = None, tier: str | None = None) -> dict[str, Any]:
     """A cloud tier's limits (`openai.*` unless another is given) as gateway/cloud_guard.py reads
     them (empty: no limit), and where the fleet keeps their counts (Redis, when on; else each
     process counts alone)."""
@@ -139,7 +139,9 @@ def spend_guard(settings: Settings, cloud: OpenAISettings | None = None) -> dict
     if limits and settings.redis.enabled:
         limits[REDIS_URL_ENV_KEY] = REDIS_URL_ENV
         limits[REDIS_TIMEOUT_SECONDS] = settings.redis.timeout_seconds
-        limits[KEY_PREFIX] = shared_state_prefix(settings)
+        # Each cloud tier counts in keys of its own; `openai.*`'s keep their name (counts survive the upgrade).
+        own = f":{tier}" if tier and cloud is not None and cloud is not settings.openai else ""
+        limits[KEY_PREFIX] = shared_state_prefix(settings) + own
         limits[WHEN_REDIS_DOWN] = settings.redis.cloud_guard_when_down
     return limits
 
@@ -195,7 +197,9 @@ def litellm_config(settings: Settings) -> dict[str, Any]:
     tiers = tuple(tier for chain in every for tier in chain.tiers)
     probe_timeout = settings.gateway.probe_timeout_seconds
     return {
-        "model_list": [_model_entry(tier, probe_timeout, spend_guard(settings, tier.limits)) for tier in tiers],
+        "model_list": [
+            _model_entry(tier, probe_timeout, spend_guard(settings, tier.limits, tier.name)) for tier in tiers
+        ],
         "router_settings": _router_settings(settings, every),
         "litellm_settings": {
             "num_retries": settings.gateway.num_retries,

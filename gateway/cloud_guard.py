@@ -239,14 +239,29 @@ class SharedCounts:
             self.batch = None
 
 
-class CloudGuard(CustomLogger):
-    def __init__(self, clock=time.monotonic) -> None:
-        super().__init__()
-        self.clock = clock
+class TierCounts:
+    """One cloud tier's counts: each tier has its own limits and budget period (a chain's cloud tier
+    beside `openai.*`), so none spends another's allowance."""
+
+    def __init__(self) -> None:
         self.requests = _Window()
         self.tokens = _Window()
         self.spend = _Window()
         self.shared: SharedCounts | None = None
+
+
+class CloudGuard(CustomLogger):
+    def __init__(self, clock=time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self.tiers: dict[str, TierCounts] = {}
+
+    def counts(self, model_info: dict) -> TierCounts:
+        """The counts of the tier whose `model_info` this is (by its id)."""
+        tier = str(model_info.get("id", ""))
+        if tier not in self.tiers:
+            self.tiers[tier] = TierCounts()
+        return self.tiers[tier]
 
     def _refuse(self, deployment: dict, limit: str, why: str) -> litellm.RateLimitError:
         REJECTIONS.labels(limit=limit).inc()
@@ -254,22 +269,26 @@ class CloudGuard(CustomLogger):
         message = why if why.startswith(REDIS_DOWN_TAG) else f"spend guard: {why}"
         return litellm.RateLimitError(message=message, llm_provider="openai", model=model)
 
-    def _shared_counts(self, limits: dict) -> SharedCounts | None:
+    @staticmethod
+    def _shared_counts(counts: TierCounts, limits: dict) -> SharedCounts | None:
         variable = limits.get(REDIS_URL_ENV_KEY)
         if not variable:
             return None
-        if self.shared is None:
+        if counts.shared is None:
             url = os.environ.get(variable)
             if not url:  # the Secret is mounted by the Deployment: missing means a broken pod spec
                 raise RuntimeError(f"the spend guard's Redis URL is not set (environment variable {variable})")
-            self.shared = SharedCounts(url, float(limits[REDIS_TIMEOUT_SECONDS]), limits[KEY_PREFIX])
-        return self.shared
+            # Each tier's own KEY_PREFIX (core/litellm_config.py spend_guard): its own keys in Redis.
+            counts.shared = SharedCounts(url, float(limits[REDIS_TIMEOUT_SECONDS]), limits[KEY_PREFIX])
+        return counts.shared
 
     async def async_pre_call_check(self, deployment: dict, parent_otel_span=None) -> dict | None:
-        limits = (deployment.get("model_info") or {}).get(SPEND_GUARD)
+        model_info = deployment.get("model_info") or {}
+        limits = model_info.get(SPEND_GUARD)
         if not limits:
             return None
-        shared = self._shared_counts(limits)
+        counts = self.counts(model_info)
+        shared = self._shared_counts(counts, limits)
         reached = None
         if shared is not None:
             try:
@@ -283,10 +302,10 @@ class CloudGuard(CustomLogger):
                         "cloud calls are refused until it can (redis.cloudGuardWhenDown: closed)",
                     ) from None
         if shared is None or reached is None:
-            reached = self._local_verdict(limits)  # no Redis, or Redis away with the policy "open"
+            reached = self._local_verdict(counts, limits)  # no Redis, or Redis away with the policy "open"
         if reached is not None:
             raise self._refuse(deployment, *reached)
-        self.requests.add(1, MINUTE, self.clock())
+        counts.requests.add(1, MINUTE, self.clock())
         return None
 
     @staticmethod
@@ -300,14 +319,14 @@ class CloudGuard(CustomLogger):
         )
         return None if answer == "ok" else (answer, _why(answer, limits))
 
-    def _local_verdict(self, limits: dict) -> tuple[str, str] | None:
+    def _local_verdict(self, counts: TierCounts, limits: dict) -> tuple[str, str] | None:
         now = self.clock()
-        if limits.get(RPM) is not None and self.requests.total(MINUTE, now) >= limits[RPM]:
+        if limits.get(RPM) is not None and counts.requests.total(MINUTE, now) >= limits[RPM]:
             return "rpm", _why("rpm", limits)
-        if limits.get(TPM) is not None and self.tokens.total(MINUTE, now) >= limits[TPM]:
+        if limits.get(TPM) is not None and counts.tokens.total(MINUTE, now) >= limits[TPM]:
             return "tpm", _why("tpm", limits)
         budget = limits.get(MAX_BUDGET_USD)
-        if budget is not None and self.spend.total(_budget_period(limits), now) >= round(budget * MICRO):
+        if budget is not None and counts.spend.total(_budget_period(limits), now) >= round(budget * MICRO):
             return "budget", _why("budget", limits)
         return None
 
@@ -317,12 +336,13 @@ class CloudGuard(CustomLogger):
         if not limits:
             return
         now = self.clock()
+        counts = self.counts(model_info)
         usage = getattr(response_obj, "usage", None)
         tokens = int(getattr(usage, "total_tokens", 0) or 0)
         micro = round(float(kwargs.get("response_cost") or 0.0) * MICRO)
-        self.tokens.add(tokens, MINUTE, now)  # this process keeps its own counts too: the "open" fallback
-        self.spend.add(micro, _budget_period(limits), now)
-        shared = self._shared_counts(limits)
+        counts.tokens.add(tokens, MINUTE, now)  # this process keeps its own counts too: the "open" fallback
+        counts.spend.add(micro, _budget_period(limits), now)
+        shared = self._shared_counts(counts, limits)
         if shared is not None:
             await shared.record(tokens, micro, _budget_period(limits))
 

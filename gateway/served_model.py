@@ -110,7 +110,6 @@ class ServedModel(CustomLogger):
             response.model = public_model(response.model, deployment_model, answers_as)
         return response
 
-
     @staticmethod
     def _embeddings_answer(data: dict, response: EmbeddingResponse) -> None:
         """An embeddings answer names the chain's model, not `ollama/<derived tag>`, and comes in the

@@ -157,7 +157,8 @@ def test_soak_the_windows_stay_small_unread_and_a_check_stays_cheap():
         retained = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    slots = [len(window.slots) for window in (guard.requests, guard.tokens, guard.spend)]
+    counts = next(iter(guard.tiers.values()))
+    slots = [len(window.slots) for window in (counts.requests, counts.tokens, counts.spend)]
     print(f"\nrpm only, {calls} calls, {calls * 0.01:.0f} simulated s: slots {slots}, {retained / 1e6:.3f} MB retained")
     assert calls > 10_000 and max(slots) <= bound
     assert retained < 1_000_000  # before: 7.6 MB at 50k calls
@@ -173,10 +174,50 @@ def test_soak_the_windows_stay_small_unread_and_a_check_stays_cheap():
         return (time.perf_counter() - started) / count
 
     per_check = asyncio.run(seconds_per_check(200))
-    print(f"30-day budget, {answers} answers: {len(guard.spend.slots)} slots, {per_check * 1e6:.1f} µs per check")
-    assert answers > 10_000 and len(guard.spend.slots) <= bound
+    print(f"30-day budget, {answers} answers: {len(counts.spend.slots)} slots, {per_check * 1e6:.1f} µs per check")
+    assert answers > 10_000 and len(counts.spend.slots) <= bound
     assert per_check < 0.001  # before: ~2.5 ms at 100k answers on a quiet machine, 11 ms on a busy one
 
 
 def cloud_with(spend_guard: dict) -> dict:
     return {"model_info": {"id": "openai", "spend_guard": spend_guard}, "litellm_params": {"model": "openai/x"}}
+
+
+def test_each_cloud_tier_spends_its_own_allowance():
+    """A chain's cloud tier beside `openai.*` has its own limits: its calls never use up the other's."""
+    module, clock = load_guard_module(), FakeClock()
+    guard = module.CloudGuard(clock=clock)
+    chat = {"model_info": {"id": "openai", "spend_guard": {"rpm": 2}}, "litellm_params": {"model": "openai/x"}}
+    other = {
+        "model_info": {"id": "summarize-cloud", "spend_guard": {"rpm": 1000}},
+        "litellm_params": {"model": "openai/y"},
+    }
+    for _ in range(5):
+        check(guard, other)
+    check(guard, chat)
+    check(guard, chat)
+    with pytest.raises(litellm.RateLimitError, match="2 requests per minute"):
+        check(guard, chat)
+
+
+def test_a_chains_cloud_tier_counts_in_redis_keys_of_its_own():
+    settings = parse_settings(
+        {
+            "redis": {"mode": "deploy"},
+            "openai": {"rpm": 5},
+            "chains": [
+                {
+                    "name": "summarize",
+                    "tiers": [{"ollama": {"model": "qwen2.5:3b"}}, {"cloud": {"model": "gpt-4o", "rpm": 9}}],
+                }
+            ],
+        },
+        openai_key="secret",
+    )
+    guards = {
+        e["model_info"]["id"]: e["model_info"]["spend_guard"]
+        for e in litellm_config(settings)["model_list"]
+        if "spend_guard" in e["model_info"]
+    }
+    assert guards["openai"]["key_prefix"] == "llm-gateway:llm-gateway"  # unchanged: its counts survive the upgrade
+    assert guards["summarize-cloud"]["key_prefix"] == "llm-gateway:llm-gateway:summarize-cloud"
