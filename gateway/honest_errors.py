@@ -184,7 +184,8 @@ class HonestErrors(CustomLogger):
             return _error(
                 503,
                 "No local inference tier is available, and the cloud tier rejected the gateway's credentials "
-                "(an operator must fix llm-gateway:openaiApiKey).",
+                "(an operator must fix the cloud tier's key: llm-gateway:openaiApiKey, or the one its tier names "
+                "in apiKey).",
                 "service_unavailable_error",
                 UPSTREAM_AUTH_FAILED,
                 requested,
