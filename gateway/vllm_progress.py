@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 import aiohttp
 import httpx
 import litellm
+from aiohttp.http_exceptions import HttpProcessingError
 from litellm import CustomLLM
 from litellm.types.utils import EmbeddingResponse, GenericStreamingChunk, ModelResponse
 
@@ -96,6 +97,19 @@ CONNECT_TIMEOUT_SECONDS = 1.0
 # Mode's first request); a blocked loop connects at once on the second try.
 CONNECT_TRIES = 2
 CONNECT_TIMEOUTS = (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError)
+# How long an idle pooled connection to vLLM is kept. vLLM's uvicorn closes one idle for 5 s
+# (vllm/entrypoints/openai/api_server.py passes envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE, default 5, as
+# uvicorn's own default, uvicorn/config.py Config(timeout_keep_alive=5)); aiohttp keeps them 15 s
+# (connector.py BaseConnector keepalive_timeout), httpx 5 s (keepalive_expiry). A request sent on a
+# connection the server closes at that moment gets no answer (ServerDisconnectedError): judged a
+# failure, it went to Ollama, or failed a probe and cooled vLLM down. Below 5 s by 2 s, the longest
+# event-loop block measured here (1.5 s) between taking a connection and the request reaching vLLM.
+KEEPALIVE_SECONDS = 3.0
+# A request that lost its connection before the answer's head is sent once more: aiohttp does so
+# for idempotent methods only (client.py ClientSession._request, after RFC 9112 9.3.1), and a
+# generation or an embedding changes nothing on vLLM. A refused or timed-out connect is not this
+# (aiohttp's connector errors are ClientOSErrors too, and are excluded).
+DROPPED_BEFORE_THE_HEAD = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 # The longest SSE line read whole: a big tool call or logprobs event fits (aiohttp's default: 64 KiB).
 EVENT_BUFFER_BYTES = 2**20
 CHECK_EVERY_SECONDS = 0.25  # how often a quiet request looks at the engine's progress
@@ -200,6 +214,9 @@ def _status_error(status: int, body: str, model: str, provider: str) -> Exceptio
     return error_class(message=message, model=model, llm_provider=provider)
 
 
+HTTPX_POOL = {"max_connections": 100, "max_keepalive_connections": 20}  # httpx's defaults
+
+
 class _Clients:
     """One pooled httpx client per event loop (the proxy may run several workers/loops), for vLLM's
     `/health` and `/metrics`: not the hot path, and never queued behind generations."""
@@ -213,9 +230,9 @@ class _Clients:
         if key not in self.by_loop:
             # Our own time limits govern; httpx's read timeout stays out of the way.
             timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)
-            pool = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-            sized = {"limits": pool} if connections else {}
-            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False, **sized)
+            sized = {"max_connections": connections, "max_keepalive_connections": connections} if connections else {}
+            pool = httpx.Limits(**{**HTTPX_POOL, **sized}, keepalive_expiry=KEEPALIVE_SECONDS)
+            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False, limits=pool)
         return self.by_loop[key]
 
 
@@ -233,7 +250,9 @@ class _Sessions:
         if key not in self.by_loop:
             # Our own time limits govern: only the connect has one of aiohttp's, no pool wait does.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS)
-            connector = aiohttp.TCPConnector(limit=connections or 100, limit_per_host=0)
+            connector = aiohttp.TCPConnector(
+                limit=connections or 100, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
+            )
             self.by_loop[key] = aiohttp.ClientSession(
                 connector=connector, timeout=timeout, trust_env=False, read_bufsize=EVENT_BUFFER_BYTES
             )
@@ -627,11 +646,23 @@ def _as_router_errors(model: str, limits: Limits, sent: float) -> Iterator[None]
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
     except aiohttp.ClientError as broke:
         raise error(litellm.APIConnectionError, f"vLLM answer broke: {type(broke).__name__}: {broke}") from None
+    except HttpProcessingError as unreadable:
+        # Not a ClientError: aiohttp's own parser refused the answer (LineTooLong for an event over
+        # twice EVENT_BUFFER_BYTES, streams.py StreamReader.readuntil). A broken answer, as above.
+        why = f"{type(unreadable).__name__}: {unreadable}"
+        raise error(litellm.APIConnectionError, f"vLLM answer could not be read: {why}") from None
 
 
 async def _post(url: str, payload: dict[str, Any], headers: dict[str, str], limits: Limits) -> aiohttp.ClientResponse:
-    """POST on the pool to vLLM; returns once the answer's head came."""
-    return await _sessions.get(limits.connections).post(url, json=payload, headers=headers)
+    """POST on the pool to vLLM; returns once the answer's head came. Sent once more if its
+    connection dropped before the head (DROPPED_BEFORE_THE_HEAD)."""
+    session = _sessions.get(limits.connections)
+    try:
+        return await session.post(url, json=payload, headers=headers)
+    except aiohttp.ClientConnectorError:
+        raise
+    except DROPPED_BEFORE_THE_HEAD:
+        return await session.post(url, json=payload, headers=headers)
 
 
 async def vllm_events(
