@@ -42,6 +42,10 @@ an idle engine (nothing running or waiting) gets a one-token generation, which c
 
 A streaming client whose vLLM stream stalls after it has received chunks gets an error and no
 fallback: splicing two tiers' text into one answer would be worse than a clean failure.
+
+Embeddings (`aembedding`, a deployment whose `model_info.mode` is `embedding`) follow the same rules.
+vLLM answers them as one JSON body, whose head comes only when the work is done: the whole exchange
+(connect, head, body) is the quiet time, judged as a request before its first event.
 """
 
 import asyncio
@@ -51,14 +55,15 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import aiohttp
 import httpx
 import litellm
+from aiohttp.http_exceptions import HttpProcessingError
 from litellm import CustomLLM
-from litellm.types.utils import GenericStreamingChunk, ModelResponse
+from litellm.types.utils import EmbeddingResponse, GenericStreamingChunk, ModelResponse
 
 # The facts shared with the program: contract.py, shipped beside this file (its docstring says how and why).
 if (_here := os.path.dirname(os.path.abspath(__file__))) not in sys.path:
@@ -92,6 +97,19 @@ CONNECT_TIMEOUT_SECONDS = 1.0
 # Mode's first request); a blocked loop connects at once on the second try.
 CONNECT_TRIES = 2
 CONNECT_TIMEOUTS = (httpx.ConnectTimeout, aiohttp.ConnectionTimeoutError)
+# How long an idle pooled connection to vLLM is kept. vLLM's uvicorn closes one idle for 5 s
+# (vllm/entrypoints/openai/api_server.py passes envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE, default 5, as
+# uvicorn's own default, uvicorn/config.py Config(timeout_keep_alive=5)); aiohttp keeps them 15 s
+# (connector.py BaseConnector keepalive_timeout), httpx 5 s (keepalive_expiry). A request sent on a
+# connection the server closes at that moment gets no answer (ServerDisconnectedError): judged a
+# failure, it went to Ollama, or failed a probe and cooled vLLM down. Below 5 s by 2 s, the longest
+# event-loop block measured here (1.5 s) between taking a connection and the request reaching vLLM.
+KEEPALIVE_SECONDS = 3.0
+# A request that lost its connection before the answer's head is sent once more: aiohttp does so
+# for idempotent methods only (client.py ClientSession._request, after RFC 9112 9.3.1), and a
+# generation or an embedding changes nothing on vLLM. A refused or timed-out connect is not this
+# (aiohttp's connector errors are ClientOSErrors too, and are excluded).
+DROPPED_BEFORE_THE_HEAD = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 # The longest SSE line read whole: a big tool call or logprobs event fits (aiohttp's default: 64 KiB).
 EVENT_BUFFER_BYTES = 2**20
 CHECK_EVERY_SECONDS = 0.25  # how often a quiet request looks at the engine's progress
@@ -121,10 +139,14 @@ class MissingLimit(ValueError):
     """The deployment lacks a limit this handler needs: the config is wrong, not vLLM."""
 
 
-def _limits(optional_params: dict[str, Any], litellm_params: dict[str, Any] | None, timeout: Any) -> Limits:
+def _limits(
+    optional_params: dict[str, Any], litellm_params: dict[str, Any] | None, timeout: Any, provider: str | None = None
+) -> Limits:
     """The limits from the deployment's own litellm_params (core/chain.py renders them).
-    Nothing stands in for a missing one: a silent default would hide a config that drifted."""
+    Nothing stands in for a missing one: a silent default would hide a config that drifted.
+    `provider`: the provider's name where LiteLLM leaves it out of litellm_params (embeddings)."""
     merged = {**(litellm_params or {}), **optional_params}
+    merged["custom_llm_provider"] = merged.get("custom_llm_provider") or provider
     missing = [key for key in (*LIMIT_KEYS, "custom_llm_provider") if merged.get(key) is None]
     if missing or not isinstance(timeout, int | float):
         raise MissingLimit(f"vllm_progress: the deployment must set {', '.join(missing) or 'timeout'}")
@@ -141,6 +163,30 @@ def _limits(optional_params: dict[str, Any], litellm_params: dict[str, Any] | No
 def _payload(model: str, messages: list, optional_params: dict[str, Any]) -> dict[str, Any]:
     payload = {key: value for key, value in optional_params.items() if key not in NOT_FOR_VLLM}
     payload.update(model=model, messages=messages, stream=True, stream_options={"include_usage": True})
+    return payload
+
+
+# The client's own embedding options. LiteLLM 1.108.7 never hands them to a custom provider: for a
+# provider it does not know, utils.py `get_optional_params_embeddings` refuses any of OpenAI's
+# embedding parameters (UnsupportedParamsError, a 400 that stops the chain) or, with the deployment's
+# `drop_params: true`, drops them, and `add_provider_specific_params_to_optional_params` passes on
+# only the others. OpenAI's SDK sends `encoding_format: base64` unless told otherwise
+# (openai/lib/_parsing/_embeddings.py `prepare_embedding_request`), so the deployment drops them and
+# they are read back from the request as the proxy received it (`proxy_server_request.body`,
+# proxy/litellm_pre_call_utils.py `add_litellm_data_to_request`): base64 stays base64, and asked-for
+# `dimensions` are vLLM's to grant or refuse (400), never silently a longer vector.
+CLIENT_EMBEDDING_FIELDS = ("encoding_format", "dimensions")
+
+
+def _embedding_payload(
+    model: str, texts: Any, optional_params: dict[str, Any], litellm_params: dict[str, Any] | None
+) -> dict[str, Any]:
+    payload = {key: value for key, value in optional_params.items() if key not in NOT_FOR_VLLM}
+    request = (litellm_params or {}).get("proxy_server_request")
+    body = request.get("body") if isinstance(request, dict) else None
+    if isinstance(body, dict):
+        payload.update({key: body[key] for key in CLIENT_EMBEDDING_FIELDS if body.get(key) is not None})
+    payload.update(model=model, input=texts)
     return payload
 
 
@@ -168,6 +214,9 @@ def _status_error(status: int, body: str, model: str, provider: str) -> Exceptio
     return error_class(message=message, model=model, llm_provider=provider)
 
 
+HTTPX_POOL = {"max_connections": 100, "max_keepalive_connections": 20}  # httpx's defaults
+
+
 class _Clients:
     """One pooled httpx client per event loop (the proxy may run several workers/loops), for vLLM's
     `/health` and `/metrics`: not the hot path, and never queued behind generations."""
@@ -181,9 +230,9 @@ class _Clients:
         if key not in self.by_loop:
             # Our own time limits govern; httpx's read timeout stays out of the way.
             timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)
-            pool = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-            sized = {"limits": pool} if connections else {}
-            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False, **sized)
+            sized = {"max_connections": connections, "max_keepalive_connections": connections} if connections else {}
+            pool = httpx.Limits(**{**HTTPX_POOL, **sized}, keepalive_expiry=KEEPALIVE_SECONDS)
+            self.by_loop[key] = httpx.AsyncClient(timeout=timeout, trust_env=False, limits=pool)
         return self.by_loop[key]
 
 
@@ -201,7 +250,9 @@ class _Sessions:
         if key not in self.by_loop:
             # Our own time limits govern: only the connect has one of aiohttp's, no pool wait does.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS)
-            connector = aiohttp.TCPConnector(limit=connections or 100, limit_per_host=0)
+            connector = aiohttp.TCPConnector(
+                limit=connections or 100, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
+            )
             self.by_loop[key] = aiohttp.ClientSession(
                 connector=connector, timeout=timeout, trust_env=False, read_bufsize=EVENT_BUFFER_BYTES
             )
@@ -568,56 +619,18 @@ def _parsed_event(data: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-async def vllm_events(
-    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str, sent: float | None = None
-) -> AsyncIterator[dict[str, Any]]:
-    """vLLM's raw stream events (parsed JSON), or litellm exceptions when the engine stops progressing.
-    `sent`: when the request was first sent (a retry keeps the first try's deadlines)."""
-    url = f"{api_base.rstrip('/')}/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key or 'none'}", "Accept": "text/event-stream"}
-    watch = _watches.get(api_base)
-    sent = time.monotonic() if sent is None else sent
+@contextlib.contextmanager
+def _as_router_errors(model: str, limits: Limits, sent: float) -> Iterator[None]:
+    """vLLM's failures as the litellm exceptions the router acts on, for every path to vLLM: a hung
+    engine or a dropped SYN as `litellm.Timeout` (fallback and cooldown), a spill, the cap, a refusal
+    or a broken answer as `litellm.APIConnectionError` (fallback, never a cooldown:
+    router_utils/cooldown_handlers.py). vLLM's own error answers (`_status_error`) pass unchanged."""
 
     def error(kind: Any, message: str) -> Exception:
         return kind(message=message, model=model, llm_provider=limits.provider)
 
-    async def post() -> aiohttp.ClientResponse:
-        return await _sessions.get(limits.connections).post(url, json=payload, headers=headers)
-
-    async def opened() -> aiohttp.ClientResponse:
-        return await _watched(post(), limits, watch, sent, None)
-
-    watch.open_requests += 1
-    response: aiohttp.ClientResponse | None = None  # once its head came
-    lines: _WatchedLines | None = None
     try:
-        response = await _connect_tried(opened)
-        if response.status != 200:
-            body = await asyncio.wait_for(response.read(), limits.stall)
-            failed = _status_error(response.status, body.decode(errors="replace"), model, limits.provider)
-            retry_after = response.headers.get("retry-after")
-            spent = time.monotonic() - sent
-            failed.retry_delay = same_tier_retry_delay(response.status, retry_after, limits, spent)
-            raise failed
-        lines = _WatchedLines(_lines_of(response), limits, watch, sent)
-        while (line := await lines.next()) is not None:
-            if not line.startswith("data:"):
-                continue
-            data = line[len("data:") :].strip()
-            if data == "[DONE]":
-                await lines.read_to_the_end()
-                return
-            if time.monotonic() - sent >= limits.total:
-                # The quiet-time checks never run while events flow: the whole-answer cap is
-                # checked on every event too (the drain, GRACEFUL_SHUTDOWN_TIMEOUT, counts on it).
-                raise OverCap()
-            event = _parsed_event(data)
-            if event is None:  # a malformed event is skipped; the answer goes on (Failover Bench S10)
-                continue
-            failed_in_engine = _in_band_error(event, model, limits.provider)
-            if failed_in_engine is not None:
-                raise failed_in_engine
-            yield event
+        yield
     except Spilled:
         waited = time.monotonic() - sent
         raise error(litellm.APIConnectionError, f"vLLM queue budget spent ({waited:.1f} s waiting)") from None
@@ -632,7 +645,67 @@ async def vllm_events(
     except aiohttp.ClientConnectorError as refused:
         raise error(litellm.APIConnectionError, f"vLLM refused: {refused}") from None
     except aiohttp.ClientError as broke:
-        raise error(litellm.APIConnectionError, f"vLLM stream broke: {type(broke).__name__}: {broke}") from None
+        raise error(litellm.APIConnectionError, f"vLLM answer broke: {type(broke).__name__}: {broke}") from None
+    except HttpProcessingError as unreadable:
+        # Not a ClientError: aiohttp's own parser refused the answer (LineTooLong for an event over
+        # twice EVENT_BUFFER_BYTES, streams.py StreamReader.readuntil). A broken answer, as above.
+        why = f"{type(unreadable).__name__}: {unreadable}"
+        raise error(litellm.APIConnectionError, f"vLLM answer could not be read: {why}") from None
+
+
+async def _post(url: str, payload: dict[str, Any], headers: dict[str, str], limits: Limits) -> aiohttp.ClientResponse:
+    """POST on the pool to vLLM; returns once the answer's head came. Sent once more if its
+    connection dropped before the head (DROPPED_BEFORE_THE_HEAD)."""
+    session = _sessions.get(limits.connections)
+    try:
+        return await session.post(url, json=payload, headers=headers)
+    except aiohttp.ClientConnectorError:
+        raise
+    except DROPPED_BEFORE_THE_HEAD:
+        return await session.post(url, json=payload, headers=headers)
+
+
+async def vllm_events(
+    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str, sent: float | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """vLLM's raw stream events (parsed JSON), or litellm exceptions when the engine stops progressing.
+    `sent`: when the request was first sent (a retry keeps the first try's deadlines)."""
+    url = f"{api_base.rstrip('/')}/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key or 'none'}", "Accept": "text/event-stream"}
+    watch = _watches.get(api_base)
+    sent = time.monotonic() if sent is None else sent
+
+    async def opened() -> aiohttp.ClientResponse:
+        return await _watched(_post(url, payload, headers, limits), limits, watch, sent, None)
+
+    watch.open_requests += 1
+    response: aiohttp.ClientResponse | None = None  # once its head came
+    lines: _WatchedLines | None = None
+    try:
+        with _as_router_errors(model, limits, sent):
+            response = await _connect_tried(opened)
+            if response.status != 200:
+                body = await asyncio.wait_for(response.read(), limits.stall)
+                raise _answered_error(response.status, body, response.headers.get("retry-after"), model, limits, sent)
+            lines = _WatchedLines(_lines_of(response), limits, watch, sent)
+            while (line := await lines.next()) is not None:
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:") :].strip()
+                if data == "[DONE]":
+                    await lines.read_to_the_end()
+                    return
+                if time.monotonic() - sent >= limits.total:
+                    # The quiet-time checks never run while events flow: the whole-answer cap is
+                    # checked on every event too (the drain, GRACEFUL_SHUTDOWN_TIMEOUT, counts on it).
+                    raise OverCap()
+                event = _parsed_event(data)
+                if event is None:  # a malformed event is skipped; the answer goes on (Failover Bench S10)
+                    continue
+                failed_in_engine = _in_band_error(event, model, limits.provider)
+                if failed_in_engine is not None:
+                    raise failed_in_engine
+                yield event
     finally:
         watch.open_requests -= 1
         if lines is not None:
@@ -642,15 +715,86 @@ async def vllm_events(
             response.release() if response.content.at_eof() else response.close()
 
 
+def _answered_error(
+    status: int, body: bytes, retry_after: str | None, model: str, limits: Limits, sent: float
+) -> Exception:
+    """vLLM's error answer as the router's exception, marked with the delay of its one same-tier
+    retry (`same_tier_retry_delay`: None, on to the next tier)."""
+    failed = _status_error(status, body.decode(errors="replace"), model, limits.provider)
+    failed.retry_delay = same_tier_retry_delay(status, retry_after, limits, time.monotonic() - sent)
+    return failed
+
+
+async def vllm_embeddings(
+    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str, sent: float | None = None
+) -> dict[str, Any]:
+    """vLLM's embeddings answer (`/v1/embeddings`, parsed JSON), or litellm exceptions as for a chat.
+
+    vLLM has no stream here: the head of its one JSON body comes only when the work is done. So the
+    whole exchange (connect, head, body) is one step under `_watched`, judged as a request without
+    its first event: past `first_token_timeout` a busy engine is waited for and a frozen one given up
+    on (`litellm.Timeout`), `max_queue_seconds` spills, `timeout` caps it. `sent` as for `vllm_events`."""
+    url = f"{api_base.rstrip('/')}/embeddings"
+    headers = {"Authorization": f"Bearer {api_key or 'none'}"}
+    watch = _watches.get(api_base)
+    sent = time.monotonic() if sent is None else sent
+
+    async def exchange() -> tuple[int, bytes, str | None]:
+        response = await _post(url, payload, headers, limits)
+        try:
+            body = await response.read()
+        except BaseException:
+            response.close()  # cut short (a verdict, a client gone): not back to the pool half-read
+            raise
+        response.release()
+        return response.status, body, response.headers.get("retry-after")
+
+    async def answered() -> tuple[int, bytes, str | None]:
+        return await _watched(exchange(), limits, watch, sent, None)
+
+    watch.open_requests += 1
+    try:
+        with _as_router_errors(model, limits, sent):
+            status, body, retry_after = await _connect_tried(answered)
+    finally:
+        watch.open_requests -= 1
+    if status != 200:
+        raise _answered_error(status, body, retry_after, model, limits, sent)
+    watch.saw_event()  # a finished answer is the engine's progress: other quiet requests see it
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        broken = f"vLLM's embeddings answer is not an embeddings list: {body[:200].decode(errors='replace')}"
+        raise litellm.APIConnectionError(message=broken, model=model, llm_provider=limits.provider)
+    return answer
+
+
+async def vllm_embeddings_retried(
+    api_base: str, api_key: str | None, payload: dict[str, Any], limits: Limits, model: str
+) -> dict[str, Any]:
+    """`vllm_embeddings`, once more after an error answer that asks for it, on the first try's
+    deadlines (as `vllm_events_retried`)."""
+    sent = time.monotonic()
+    try:
+        return await vllm_embeddings(api_base, api_key, payload, limits, model, sent)
+    except Exception as failed:
+        delay = getattr(failed, "retry_delay", None)
+        if delay is None:
+            raise
+    await asyncio.sleep(delay)
+    return await vllm_embeddings(api_base, api_key, payload, limits, model, sent)
+
+
 async def _lines_of(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
     async for line in response.content:
         yield line.decode(errors="replace").rstrip("\r\n")
 
 
-async def probe_engine(
-    api_base: str, api_key: str | None, model: str, messages: list, limits: Limits
-) -> dict[str, Any]:
-    """The background health check: `/health`, then progress if busy, a one-token answer if idle."""
+async def probe_engine(api_base: str, model: str, limits: Limits, idle_check: Callable[[], Awaitable[T]]) -> T | None:
+    """The background health check: `/health`, then progress if busy (None: busy, progressing), or if
+    idle `idle_check()` (a one-token answer, a one-input embedding: neither can queue), its result."""
     watch = _watches.get(api_base)
 
     def error(kind: Any, message: str) -> Exception:
@@ -671,12 +815,39 @@ async def probe_engine(
         await watch.sample()
         if time.monotonic() - watch.last_progress >= limits.stall:
             raise error(litellm.Timeout, "vLLM made no progress: requests are open and no token moved")
-        return _probe_answer(model, "busy, progressing")
-    # Idle: one token cannot queue, and proves the engine still generates.
+        return None
+    # Idle: one token (one input) cannot queue, and proves the engine still works.
+    return await idle_check()
+
+
+async def probe_chat_engine(
+    api_base: str, api_key: str | None, model: str, messages: list, limits: Limits
+) -> dict[str, Any]:
+    """The chat tier's health check (`probe_engine`), answered as a chat.completion."""
     payload = {"model": model, "messages": messages, "max_tokens": 1, "stream": True}
-    async for _ in vllm_events(api_base, api_key, payload, limits, model):
-        pass
-    return _probe_answer(model, "idle, generates")
+
+    async def one_token() -> str:
+        async for _ in vllm_events(api_base, api_key, payload, limits, model):
+            pass
+        return "idle, generates"
+
+    return _probe_answer(model, await probe_engine(api_base, model, limits, one_token) or "busy, progressing")
+
+
+async def probe_embedding_engine(
+    api_base: str, api_key: str | None, model: str, texts: Any, limits: Limits
+) -> dict[str, Any]:
+    """The embeddings tier's health check (`probe_engine`): an idle engine embeds one input (the
+    health check's own, `["test from litellm"]`: proxy/health_check.py `_run_model_health_check`);
+    a busy one is answered with an empty list."""
+    first = texts[0] if isinstance(texts, list) and texts else texts
+    payload = {"model": model, "input": [first or "engine probe"]}
+
+    async def one_input() -> dict[str, Any]:
+        return await vllm_embeddings(api_base, api_key, payload, limits, model)
+
+    answer = await probe_engine(api_base, model, limits, one_input)
+    return answer or {"object": "list", "model": model, "data": [], "usage": {"prompt_tokens": 0, "total_tokens": 0}}
 
 
 async def _health(health_url: str, limits: Limits) -> httpx.Response:
@@ -806,6 +977,14 @@ def refuse_unstreamable(optional_params: dict[str, Any], model: str, provider: s
         )
 
 
+def _provider_of(logging_obj: Any) -> str | None:
+    """The provider's name as the deployment spells it, from LiteLLM's logging object: on the
+    embeddings path litellm_params carry no `custom_llm_provider` (main.py `embedding` hands the
+    provider `get_litellm_params(**kwargs)`), the logging object does (`update_environment_variables`)."""
+    details = getattr(logging_obj, "model_call_details", None)
+    return details.get("custom_llm_provider") if isinstance(details, dict) else None
+
+
 class VllmProgressHandler(CustomLLM):
     # LiteLLM calls these with keyword arguments only (main.py:_complete_custom_providers); the
     # ones not needed here (encoding, logging_obj, model_response, ...) are accepted and ignored.
@@ -814,7 +993,7 @@ class VllmProgressHandler(CustomLLM):
     ) -> ModelResponse:
         limits = _limits(optional_params, litellm_params, timeout)
         if {**(litellm_params or {}), **optional_params}.get(ENGINE_PROBE):
-            return ModelResponse(**await probe_engine(api_base, api_key, model, messages, limits))
+            return ModelResponse(**await probe_chat_engine(api_base, api_key, model, messages, limits))
         events = vllm_events_retried(api_base, api_key, _payload(model, messages, optional_params), limits, model)
         return ModelResponse(**await assemble_completion(events))
 
@@ -828,6 +1007,30 @@ class VllmProgressHandler(CustomLLM):
             chunk = _stream_chunk(event)
             if chunk is not None:
                 yield chunk
+
+    # Embeddings through the proxy (/v1/embeddings, /embeddings: Router.aembedding) reach main.py
+    # `aembedding`, which runs `embedding` in a thread; its custom-provider branch calls this method
+    # (`custom_handler.aembedding`, the coroutine awaited back on the loop) with keyword arguments
+    # only: model (the deployment's, provider prefix stripped), input (as the client sent it),
+    # api_base, api_key, timeout (the deployment's own), optional_params (the deployment's extra
+    # keys: the limits, and on a health check `model_info.health_check_params`), litellm_params,
+    # logging_obj, model_response, print_verbose. It must return an EmbeddingResponse: aembedding
+    # returns the awaited value as it is. Exceptions that are litellm's pass unchanged
+    # (litellm_core_utils/exception_mapping_utils.py `exception_type`).
+    async def aembedding(
+        self, model, input, api_base, api_key, optional_params, litellm_params=None, timeout=None, logging_obj=None, **_
+    ) -> EmbeddingResponse:
+        limits = _limits(optional_params, litellm_params, timeout, _provider_of(logging_obj))
+        if {**(litellm_params or {}), **optional_params}.get(ENGINE_PROBE):
+            return EmbeddingResponse(**await probe_embedding_engine(api_base, api_key, model, input, limits))
+        payload = _embedding_payload(model, input, optional_params, litellm_params)
+        return EmbeddingResponse(**await vllm_embeddings_retried(api_base, api_key, payload, limits, model))
+
+    def embedding(self, *args: Any, **kwargs: Any) -> EmbeddingResponse:
+        # Only a direct, synchronous `litellm.embedding(...)` lands here; the proxy is async throughout.
+        raise NotImplementedError(
+            "vllm_progress serves embeddings asynchronously only: litellm.aembedding, or the proxy's /v1/embeddings"
+        )
 
 
 handler = VllmProgressHandler()

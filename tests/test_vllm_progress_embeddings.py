@@ -1,0 +1,337 @@
+"""Embeddings through gateway/vllm_progress.py: the chat chain's rules on `/v1/embeddings`.
+
+The handler is called the way LiteLLM 1.108.7 calls it: `litellm.aembedding` with the deployment's
+litellm_params as keyword arguments (what `Router.aembedding` does for a deployment), and the proxy's
+own background health check (`proxy/health_check.py _run_model_health_check`) for the probe. vLLM is
+a loopback stand-in written here (a busy engine whose /metrics counters move, a frozen one whose
+counters stand still, error answers). NFR65: the next tier answers within 5 s of a failure.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import copy
+import time
+from typing import Any
+
+import litellm
+import pytest
+from aiohttp import web
+from litellm.proxy.health_check import _run_model_health_check
+
+from drill.runner import free_port
+from tests.test_failover_bench import progress_handler
+
+PROVIDER = "vllm-progress"
+MODEL = "BAAI/bge-m3"
+FIRST_TOKEN = STALL = 4.0  # the stack's defaults (vllm.firstTokenTimeoutSeconds, stallTimeoutSeconds)
+# The handler looks at the clock every CHECK_EVERY_SECONDS (0.25 s); the rest is loop noise.
+SLACK = 0.6
+NFR65_SECONDS = 5.0
+
+
+def deployment(api_base: str, **overrides: Any) -> dict[str, Any]:
+    """An embeddings vLLM tier's litellm_params, as the config entry must hold them."""
+    return {
+        "model": f"{PROVIDER}/{MODEL}",
+        "api_base": api_base,
+        "api_key": "none",
+        "timeout": 600,
+        "first_token_timeout": FIRST_TOKEN,
+        "stall_timeout": STALL,
+        "max_queue_seconds": 0,
+        "max_connections": 64,
+        "max_retries": 0,
+        "drop_params": True,
+        **overrides,
+    }
+
+
+MODEL_INFO = {"id": "vllm-embed", "mode": "embedding", "health_check_timeout": 4, "health_check_params": {}}
+
+
+class EmbeddingVllm:
+    """vLLM's embeddings API on loopback. `mode`: "up" (answers at once), "busy" (answers after
+    `delay` s; its /metrics counters move meanwhile, as when the engine works through a queue),
+    "frozen" (never answers; counters stand still, one request running), or an HTTP status to answer.
+    Each vector starts with `mark`, so a test tells the tiers' answers apart."""
+
+    def __init__(self, mark: float = 0.25) -> None:
+        self.mark = mark
+        self.mode: str | int = "up"
+        self.delay = 0.0
+        self.received: list[dict[str, Any]] = []
+        self.health = 0
+        self.prompt_tokens = 100
+        self.running = 0
+        self.runner: web.AppRunner | None = None
+        self.api_base = ""
+
+    async def start(self) -> EmbeddingVllm:
+        app = web.Application()
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/health", self.health_check)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.api_base = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.append(body)
+        if isinstance(self.mode, int):
+            error = {"message": f"stand-in answers {self.mode}", "type": "BadRequestError", "code": self.mode}
+            return web.json_response({"error": error}, status=self.mode)
+        self.running += 1
+        try:
+            if self.mode == "frozen":
+                await asyncio.sleep(60)  # ended by the test's cleanup
+            await asyncio.sleep(self.delay if self.mode == "busy" else 0)
+        finally:
+            self.running -= 1
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        vectors = [[self.mark, 0.5, float(i)] for i in range(len(texts))]
+        if body.get("encoding_format") == "base64":  # as vLLM and OpenAI encode it: float32, little-endian
+            vectors = [base64.b64encode(array.array("f", vector).tobytes()).decode() for vector in vectors]
+        data = [{"index": i, "object": "embedding", "embedding": vector} for i, vector in enumerate(vectors)]
+        usage = {"prompt_tokens": 3 * len(texts), "total_tokens": 3 * len(texts), "completion_tokens": 0}
+        return web.json_response(
+            {"id": "embd-1", "object": "list", "created": 1, "model": body["model"], "data": data, "usage": usage}
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """vLLM's names (vllm/v1/metrics/loggers.py); the prompt counter moves while a busy engine works."""
+        if self.mode == "busy" and self.running:
+            self.prompt_tokens += 7
+        running = self.running if self.mode != "frozen" else max(self.running, 1)
+        labels = f'{{model_name="{MODEL}"}}'
+        lines = [
+            f"vllm:num_requests_running{labels} {running}.0",
+            f"vllm:num_requests_waiting{labels} 0.0",
+            f"vllm:prompt_tokens_total{labels} {self.prompt_tokens}.0",
+            f"vllm:generation_tokens_total{labels} 0.0",
+        ]
+        return web.Response(text="\n".join(lines) + "\n")
+
+    async def health_check(self, request: web.Request) -> web.Response:
+        self.health += 1
+        return web.Response(status=self.mode if self.mode == 503 else 200)
+
+
+def run_with_provider(scenario) -> Any:
+    """`scenario(progress, vllm)` on a fresh event loop with a fresh copy of the handler registered as
+    LiteLLM's custom provider (as `litellm_settings.custom_provider_map` registers it)."""
+    progress = progress_handler()
+    registered = [{"provider": PROVIDER, "custom_handler": progress.handler}]
+
+    async def run():
+        vllm = await EmbeddingVllm().start()
+        try:
+            return await scenario(progress, vllm)
+        finally:
+            await vllm.stop()
+            await close_pools(progress)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(litellm, "custom_provider_map", registered)
+        patch.setattr(litellm, "provider_list", [*litellm.provider_list, PROVIDER])
+        patch.setattr(litellm, "_custom_providers", [*litellm._custom_providers, PROVIDER])
+        return asyncio.run(run())
+
+
+async def close_pools(progress) -> None:
+    for session in progress._sessions.by_loop.values():
+        await session.close()
+    for client in progress._probe_clients.by_loop.values():
+        await client.aclose()
+
+
+async def embed(api_base: str, texts: Any = ("hello", "world"), **params: Any) -> tuple[Any, float]:
+    """One `litellm.aembedding` as the router makes it for the deployment; (answer or error, seconds)."""
+    started = time.monotonic()
+    call = {**deployment(api_base), **params}
+    try:
+        answer = await litellm.aembedding(input=list(texts) if not isinstance(texts, str) else texts, **call)
+    except Exception as failed:
+        return failed, time.monotonic() - started
+    return answer, time.monotonic() - started
+
+
+def test_an_idle_engine_answers_with_vllms_vectors():
+    async def scenario(progress, vllm):
+        return await embed(vllm.api_base), vllm.received
+
+    (answer, took), received = run_with_provider(scenario)
+    assert isinstance(answer, litellm.EmbeddingResponse), answer
+    assert [item["embedding"] for item in answer.model_dump()["data"]] == [[0.25, 0.5, 0.0], [0.25, 0.5, 1.0]]
+    assert answer.usage.prompt_tokens == 6
+    # vLLM gets the served model and the input, none of the deployment's limits.
+    assert received == [{"model": MODEL, "input": ["hello", "world"]}]
+    print(f"\n[embeddings] idle engine answered in {took:.3f} s")
+
+
+def test_a_busy_engine_is_waited_for_past_the_first_token_limit():
+    async def scenario(progress, vllm):
+        vllm.mode, vllm.delay = "busy", FIRST_TOKEN + 2.5
+        return await embed(vllm.api_base)
+
+    answer, took = run_with_provider(scenario)
+    assert isinstance(answer, litellm.EmbeddingResponse), answer
+    print(f"\n[embeddings] busy engine (counters moving), a {FIRST_TOKEN + 2.5:g} s answer: vLLM's after {took:.2f} s")
+    assert took >= FIRST_TOKEN + 2.5
+
+
+def test_a_frozen_engine_is_given_up_on_within_the_first_token_limit():
+    async def scenario(progress, vllm):
+        vllm.mode = "frozen"
+        return await embed(vllm.api_base)
+
+    failed, took = run_with_provider(scenario)
+    # A Timeout: the router falls back and cools vLLM down for everyone.
+    assert isinstance(failed, litellm.Timeout), failed
+    assert "no first token and no engine progress" in str(failed)
+    print(f"\n[embeddings] frozen engine: litellm.Timeout after {took:.2f} s (first_token_timeout {FIRST_TOKEN:g})")
+    assert FIRST_TOKEN <= took <= FIRST_TOKEN + SLACK < NFR65_SECONDS
+
+
+def test_a_refused_connection_fails_over_at_once():
+    async def scenario(progress, vllm):
+        return await embed(f"http://127.0.0.1:{free_port()}/v1")
+
+    failed, took = run_with_provider(scenario)
+    # Not a Timeout: a refusal is an outage the probe and the next request see at once, no cooldown.
+    assert isinstance(failed, litellm.APIConnectionError) and not isinstance(failed, litellm.Timeout), failed
+    print(f"\n[embeddings] refused: APIConnectionError after {took:.3f} s")
+    assert took < 0.5
+
+
+def test_a_400_stays_a_400_so_the_chain_stops():
+    async def scenario(progress, vllm):
+        vllm.mode = 400
+        return await embed(vllm.api_base), len(vllm.received)
+
+    (failed, _), requests = run_with_provider(scenario)
+    assert isinstance(failed, litellm.BadRequestError), failed
+    assert "vLLM answered 400: stand-in answers 400" in str(failed)
+    assert requests == 1  # not retried on vLLM either
+
+
+def test_a_503_is_tried_once_more_on_vllm_then_handed_on():
+    async def scenario(progress, vllm):
+        vllm.mode = 503
+        return await embed(vllm.api_base), len(vllm.received)
+
+    (failed, took), requests = run_with_provider(scenario)
+    assert isinstance(failed, litellm.ServiceUnavailableError), failed
+    assert requests == 2 and took < 1.0
+
+
+def test_the_whole_answer_cap_holds_without_a_cooldown():
+    async def scenario(progress, vllm):
+        vllm.mode, vllm.delay = "busy", 30
+        return await embed(vllm.api_base, timeout=5)
+
+    failed, took = run_with_provider(scenario)
+    assert isinstance(failed, litellm.APIConnectionError) and not isinstance(failed, litellm.Timeout), failed
+    assert "whole-answer cap of 5 s" in str(failed)
+    assert 5 <= took < 5 + SLACK
+
+
+def test_the_queue_budget_spills_a_busy_engines_request_without_a_cooldown():
+    async def scenario(progress, vllm):
+        vllm.mode, vllm.delay = "busy", 30
+        return await embed(vllm.api_base, max_queue_seconds=2)
+
+    failed, took = run_with_provider(scenario)
+    assert isinstance(failed, litellm.APIConnectionError) and not isinstance(failed, litellm.Timeout), failed
+    assert "queue budget" in str(failed)
+    assert 2 <= took < 2 + SLACK
+
+
+def test_the_clients_encoding_format_and_dimensions_reach_vllm():
+    # OpenAI's SDK sends encoding_format=base64 unless told otherwise. Without the deployment's
+    # drop_params LiteLLM refuses it for a custom provider (a 400 that would stop the chain) ...
+    async def refused(progress, vllm):
+        return await embed(vllm.api_base, encoding_format="base64", drop_params=None), vllm.received
+
+    (failed, _), received = run_with_provider(refused)
+    assert isinstance(failed, litellm.UnsupportedParamsError) and failed.status_code == 400, failed
+    assert received == []
+
+    # ... with it, LiteLLM drops them, and the handler reads them back from the proxy's request.
+    async def restored(progress, vllm):
+        body = {"model": "embed", "input": "hi", "encoding_format": "base64", "dimensions": 8, "user": "u"}
+        fields = {"encoding_format": "base64", "dimensions": 8, "proxy_server_request": {"body": body}}
+        return await embed(vllm.api_base, "hi", **fields), vllm.received
+
+    (answer, _), received = run_with_provider(restored)
+    assert isinstance(answer, litellm.EmbeddingResponse), answer
+    assert received == [{"model": MODEL, "input": "hi", "encoding_format": "base64", "dimensions": 8}]
+
+
+# --- the background health check ------------------------------------------------------------------
+
+
+async def health_check(api_base: str) -> dict[str, Any]:
+    """What the proxy's background health check makes of the deployment (its own code, unchanged)."""
+    info = {**copy.deepcopy(MODEL_INFO), "health_check_params": {"engine_probe": True}}
+    return await _run_model_health_check({"litellm_params": deployment(api_base), "model_info": info})
+
+
+def test_the_probe_embeds_one_input_on_an_idle_engine():
+    async def scenario(progress, vllm):
+        return await health_check(vllm.api_base), vllm.received, vllm.health
+
+    result, received, health = run_with_provider(scenario)
+    assert "error" not in result, result
+    assert health == 1
+    # The health check's own input, one of it: an embedding that cannot queue.
+    assert received == [{"model": MODEL, "input": ["test from litellm"]}]
+
+
+def test_the_probe_judges_a_busy_engine_by_its_progress_without_queueing_behind_it():
+    async def scenario(progress, vllm):
+        vllm.mode, vllm.delay = "busy", 10
+        working = asyncio.ensure_future(embed(vllm.api_base))
+        await asyncio.sleep(0.2)
+        result = await health_check(vllm.api_base)
+        working.cancel()
+        return result, len(vllm.received)
+
+    result, requests = run_with_provider(scenario)
+    assert "error" not in result, result
+    assert requests == 1  # only the client's: the probe sent no embedding
+
+
+def test_the_probe_fails_a_frozen_engine():
+    async def scenario(progress, vllm):
+        vllm.mode = "frozen"
+        started = time.monotonic()
+        result = await health_check(vllm.api_base)
+        return result, time.monotonic() - started, len(vllm.received)
+
+    result, took, requests = run_with_provider(scenario)
+    assert isinstance(result.get("exception"), litellm.Timeout), result
+    assert requests == 0 and took < MODEL_INFO["health_check_timeout"]
+
+
+def test_the_probe_passes_on_a_failing_health_endpoint():
+    async def scenario(progress, vllm):
+        vllm.mode = 503
+        return await health_check(vllm.api_base)
+
+    result = run_with_provider(scenario)
+    assert isinstance(result.get("exception"), litellm.ServiceUnavailableError), result
+
+
+def test_a_synchronous_call_says_what_to_call_instead():
+    with pytest.raises(NotImplementedError, match="aembedding"):
+        progress_handler().handler.embedding(model=MODEL, input=["x"])
