@@ -127,8 +127,16 @@ class Place:
         return service_url(service, self.namespace, self.domain, port, path)
 
 
+# An embeddings tier through the progress provider: LiteLLM refuses every OpenAI embeddings parameter
+# (`encoding_format`, which OpenAI's SDK always sends, `dimensions`, `user`) for a provider it does not
+# know, unless told to drop them; gateway/vllm_progress.py reads them back from the request itself
+# (utils.py get_optional_params_embeddings; docs/failover.md "Embeddings on vLLM").
+PROGRESS_EMBEDDINGS = {"drop_params": True}
+
+
 def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Place) -> Tier:
     """A vLLM Deployment of this program's (components/vllm.py), watched by progress."""
+    embeddings = PROGRESS_EMBEDDINGS if place.mode != CHAT_MODE else {}
     return Tier(
         name=name,
         group=group,
@@ -143,6 +151,7 @@ def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Pl
             MAX_QUEUE_SECONDS: vllm.max_queue_seconds,
             MAX_CONNECTIONS: vllm_connections(vllm.extra_args),
             "max_retries": 0,
+            **embeddings,
         },
         api="openai",
         api_path="/v1",
@@ -225,6 +234,7 @@ def endpoint_tier(name: str, group: str, endpoint: EndpointTierSettings, place: 
                 STALL_TIMEOUT: vllm.stall_timeout_seconds,
                 MAX_QUEUE_SECONDS: 0,
                 MAX_CONNECTIONS: vllm_connections(()),
+                **(PROGRESS_EMBEDDINGS if place.mode != CHAT_MODE else {}),
             }
         )
     elif endpoint.api == "ollama":

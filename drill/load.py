@@ -36,11 +36,14 @@ PHASES = (
 )
 BOTH_LOCAL_DOWN = 2  # index of the phase in which the cloud may answer
 # Every chain keeps a local tier in every phase (an embeddings chain has no cloud to fall to): the
-# GPU tiers crash, come back, then the shared Ollama crashes.
+# GPU tiers crash, come back and are given three phases to leave their cooldown (gateway.cooldownSeconds
+# after the last failed probe), then the shared Ollama crashes. A third element: the phase's length
+# in phases.
 ROLLING_PHASES = (
     ("all up", {}),
     ("vLLM stopped", {"vllm": "crash"}),
-    ("vLLM back, Ollama stopped", {"ollama": "crash"}),
+    ("vLLM back", {}, 3),
+    ("Ollama stopped", {"ollama": "crash"}),
     ("both back", {}),
 )
 RETURN_GRACE_SECONDS = 0.5
@@ -88,7 +91,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
     model = drill.settings.gateway.model_name
     embeddings = [chain.name for chain in chains(drill.settings) if chain.kind == "embeddings"]
     kinds = {tier.name: tier.kind for tier in all_tiers(drill.settings)}
-    reports = [PhaseReport(name) for name, _ in phases]
+    reports = [PhaseReport(name) for name, *_ in phases]
     current = {"phase": 0}
     stop = threading.Event()
     lock = threading.Lock()
@@ -131,11 +134,11 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
     for thread in clients:
         thread.start()
     try:
-        for index, (_, modes) in enumerate(phases):
+        for index, (_, modes, *length) in enumerate(phases):
             current["phase"] = index
             set_modes(modes)
             started_at.append(time.monotonic())
-            time.sleep(phase_seconds)
+            time.sleep(phase_seconds * (length[0] if length else 1))
     finally:
         stop.set()
         for thread in clients:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 
 import numpy
 import pytest
@@ -59,7 +60,12 @@ def drill():
 
 @pytest.fixture
 def fresh(drill):
+    """Every tier up, and vLLM out of any cooldown an earlier test left (the probe brings it back)."""
     drill.all_up()
+    deadline = time.monotonic() + 30
+    while embed(drill.url, EMBED, "back?").tier != "embed-vllm":
+        assert time.monotonic() < deadline, "vLLM did not come back within 30 s"
+        time.sleep(0.5)
     drill.reset_counts()
     yield drill
     drill.all_up()
@@ -165,7 +171,7 @@ def test_load_through_crashes_on_both_chains_loses_nothing(fresh):
     for phase in reports:
         assert phase.sent > 20 and phase.failed == 0, phase
         assert phase.cloud_received == 0, phase
-    all_up, gpus_down, ollama_down, back = reports
+    all_up, gpus_down, _, ollama_down, back = reports
     assert gpus_down.tiers["vllm"] == 0 and gpus_down.tiers["embed-vllm"] == 0
     assert gpus_down.tiers["ollama"] > 0 and gpus_down.tiers["embed-ollama"] > 0
     assert ollama_down.tiers["embed-ollama"] == 0 and ollama_down.tiers["ollama"] == 0
