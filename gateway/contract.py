@@ -88,7 +88,7 @@ FAILED_REQUESTS = (
 )
 CLOUD_GUARD_REJECTIONS = "llm_gateway_cloud_guard_rejections"  # counter {limit}: cloud_guard.py's refusals
 CLOUD_GUARD_STORE_ERRORS = "llm_gateway_cloud_guard_store_errors"  # counter {operation}: Redis failed or slow
-PROGRESS_BLIND = "llm_gateway_vllm_progress_blind"  # gauge: 1 while vLLM's /metrics cannot be read
+PROGRESS_BLIND = "llm_gateway_vllm_progress_blind"  # gauge {engine}: 1 while that vLLM's /metrics cannot be read
 GATEWAY_COUNTERS = (FAILED_REQUESTS, CLOUD_GUARD_REJECTIONS, CLOUD_GUARD_STORE_ERRORS)
 GATEWAY_GAUGES = (PROGRESS_BLIND,)
 
@@ -126,12 +126,12 @@ def gateway_counter(name: str, documentation: str, labels: tuple[str, ...] | lis
     return registered if registered is not None else Counter(name, documentation, labels)
 
 
-def gateway_gauge(name: str, documentation: str):
+def gateway_gauge(name: str, documentation: str, labels: tuple[str, ...] | list[str] = ()):
     """The process's one gauge of this name (as `gateway_counter`)."""
     from prometheus_client import REGISTRY, Gauge
 
     registered = REGISTRY._names_to_collectors.get(name)
-    return registered if registered is not None else Gauge(name, documentation)
+    return registered if registered is not None else Gauge(name, documentation, labels)
 
 
 def chain_groups(fallbacks, head: str) -> list[str]:

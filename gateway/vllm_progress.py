@@ -57,6 +57,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -283,6 +284,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 BLIND = gateway_gauge(
     PROGRESS_BLIND,
     "1 while vLLM's /metrics cannot be read: only this process's own streams show the engine's progress",
+    ["engine"],  # one series per vLLM (host:port): several GPU tiers never overwrite each other's
 )
 _log = logging.getLogger("llm_gateway.vllm_progress")
 
@@ -293,9 +295,10 @@ class MetricsEvidence:
     def __init__(self, metrics_url: str) -> None:
         self.metrics_url = metrics_url
         self.blind = False
+        self.gauge = BLIND.labels(engine=urlsplit(metrics_url).netloc)
 
     def unreadable(self, why: str) -> None:
-        BLIND.set(1)
+        self.gauge.set(1)
         if not self.blind:
             self.blind = True
             _log.warning(
@@ -307,7 +310,7 @@ class MetricsEvidence:
             )
 
     def readable(self) -> None:
-        BLIND.set(0)
+        self.gauge.set(0)
         if self.blind:
             self.blind = False
             _log.warning("vLLM's %s can be read again: busy and hung are told apart.", self.metrics_url)
