@@ -54,7 +54,7 @@ class InThread:
 
 def chain_config(vllm_base: str, second_base: str) -> dict:
     """vLLM's embeddings tier (the entry docs/failover.md describes), then a second tier with the
-    same model, with the chat chain's router rules (components/fallback.py `_router_settings`)."""
+    same model, with the chat chain's router rules (core/litellm_config.py `_router_settings`)."""
     return {
         "model_list": [
             {
