@@ -135,8 +135,8 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
         thread.start()
     try:
         for index, (_, modes, *length) in enumerate(phases):
+            set_modes(modes)  # first: every request counted in a phase starts under its modes
             current["phase"] = index
-            set_modes(modes)
             started_at.append(time.monotonic())
             time.sleep(phase_seconds * (length[0] if length else 1))
     finally:

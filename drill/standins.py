@@ -431,7 +431,9 @@ def token_logprob(token: str, position: int) -> dict[str, Any]:
 
 
 # ---- embeddings: a model's vectors, whichever server computes them ----
-EMBEDDING_PROBE_INPUTS = (["test"], "test")  # LiteLLM's health check of an embedding model
+# LiteLLM's health check of an embedding model: the SDK's (["test"]) and the proxy's background one
+# (health_check_helpers.py: ["test from litellm"]).
+EMBEDDING_PROBE_INPUTS = (["test"], "test", ["test from litellm"], "test from litellm")
 
 
 @dataclass(frozen=True)
