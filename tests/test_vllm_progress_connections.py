@@ -93,6 +93,15 @@ class IdleClosingVllm:
         return (head + body).encode()
 
 
+def streamed(progress, api_base: str, params: dict[str, Any]):
+    """The provider's stream of one short chat request, as LiteLLM calls it."""
+    messages = [{"role": "user", "content": "hi"}]
+    return progress.handler.astreaming(
+        model=MODEL, messages=messages, api_base=api_base, api_key="none", optional_params={}, litellm_params=params,
+        timeout=600,
+    )  # fmt: skip
+
+
 async def ask(progress, api_base: str, path: str) -> Any:
     """One call of the handler as LiteLLM makes it: the answer's text (or vector), or the error."""
     common = {
@@ -243,15 +252,7 @@ def test_a_slow_reader_neither_holds_vllm_up_nor_looks_like_a_stall():
         runner, api_base = await serve_chat(chat)
         chunks, first_at, read_during_pause = [], None, None
         try:
-            stream = progress.handler.astreaming(
-                model=MODEL,
-                messages=[{"role": "user", "content": "hi"}],
-                api_base=api_base,
-                api_key="none",
-                optional_params={},
-                litellm_params=params,
-                timeout=600,
-            )
+            stream = streamed(progress, api_base, params)
             async for chunk in stream:
                 chunks.append(chunk)
                 if first_at is None:
@@ -290,15 +291,7 @@ def test_a_client_that_leaves_mid_stream_leaves_no_task_and_no_connection_behind
         chunks: list[Any] = []
 
         async def client() -> None:
-            stream = progress.handler.astreaming(
-                model=MODEL,
-                messages=[{"role": "user", "content": "hi"}],
-                api_base=api_base,
-                api_key="none",
-                optional_params={},
-                litellm_params=LIMIT_PARAMS,
-                timeout=600,
-            )
+            stream = streamed(progress, api_base, LIMIT_PARAMS)
             async for chunk in stream:
                 chunks.append(chunk)
 
