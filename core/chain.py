@@ -134,9 +134,25 @@ class Place:
 PROGRESS_EMBEDDINGS = {"drop_params": True}
 
 
+def _progress_limits(vllm: VllmSettings) -> dict[str, Any]:
+    """The limits gateway/vllm_progress.py reads from a deployment's litellm_params."""
+    return {
+        FIRST_TOKEN_TIMEOUT: vllm.first_token_timeout_seconds,
+        STALL_TIMEOUT: vllm.stall_timeout_seconds,
+        MAX_QUEUE_SECONDS: vllm.max_queue_seconds,
+        MAX_CONNECTIONS: vllm_connections(vllm.extra_args),
+    }
+
+
+def _ollama_params(model: str, mode: str) -> dict[str, Any]:
+    """The LiteLLM provider for an Ollama serving `mode`, and the safeguards that go with it."""
+    if mode == CHAT_MODE:
+        return {"model": f"ollama_chat/{model}", "extra_body": dict(OLLAMA_NEVER_TRUNCATE)}
+    return {"model": f"ollama/{model}", **OLLAMA_EMBEDDINGS}
+
+
 def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Place) -> Tier:
     """A vLLM Deployment of this program's (components/vllm.py), watched by progress."""
-    embeddings = PROGRESS_EMBEDDINGS if place.mode != CHAT_MODE else {}
     return Tier(
         name=name,
         group=group,
@@ -146,12 +162,9 @@ def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Pl
             "api_base": place.url(service, VLLM_PORT, "/v1"),
             "api_key": LOCAL_API_KEY_PLACEHOLDER,
             "timeout": vllm.timeout_seconds,
-            FIRST_TOKEN_TIMEOUT: vllm.first_token_timeout_seconds,
-            STALL_TIMEOUT: vllm.stall_timeout_seconds,
-            MAX_QUEUE_SECONDS: vllm.max_queue_seconds,
-            MAX_CONNECTIONS: vllm_connections(vllm.extra_args),
+            **_progress_limits(vllm),
             "max_retries": 0,
-            **embeddings,
+            **(PROGRESS_EMBEDDINGS if place.mode != CHAT_MODE else {}),
         },
         api="openai",
         api_path="/v1",
@@ -167,18 +180,15 @@ def vllm_tier(name: str, group: str, vllm: VllmSettings, service: str, place: Pl
 
 def ollama_tier(name: str, group: str, model: str, timeout_seconds: int, place: Place) -> Tier:
     """A model on the shared Ollama (components/ollama.py), never cooled down."""
-    chat = place.mode == "chat"
+    # The model the init container derives with a thread count (components/ollama.py).
+    provider = _ollama_params(served_model(model), place.mode)
     params: dict[str, Any] = {
-        # The model the init container derives with a thread count (components/ollama.py).
-        "model": f"{'ollama_chat' if chat else 'ollama'}/{served_model(model)}",
+        "model": provider.pop("model"),
         "api_base": place.url(OLLAMA_SERVICE, OLLAMA_PORT),
         "timeout": timeout_seconds,
         "max_retries": 0,
+        **provider,
     }
-    if chat:
-        params["extra_body"] = dict(OLLAMA_NEVER_TRUNCATE)
-    else:
-        params.update(OLLAMA_EMBEDDINGS)
     return Tier(
         name=name,
         group=group,
@@ -226,22 +236,12 @@ def endpoint_tier(name: str, group: str, endpoint: EndpointTierSettings, place: 
     params: dict[str, Any] = {"api_base": endpoint.url, "api_key": key, "timeout": endpoint.timeout_seconds}
     watched = endpoint.api == "vllm"
     if watched:
-        vllm = VllmSettings()  # the progress limits' defaults
         params["model"] = f"{PROGRESS_PROVIDER}/{endpoint.model}"
-        params.update(
-            {
-                FIRST_TOKEN_TIMEOUT: vllm.first_token_timeout_seconds,
-                STALL_TIMEOUT: vllm.stall_timeout_seconds,
-                MAX_QUEUE_SECONDS: 0,
-                MAX_CONNECTIONS: vllm_connections(()),
-                **(PROGRESS_EMBEDDINGS if place.mode != CHAT_MODE else {}),
-            }
-        )
+        params.update(_progress_limits(VllmSettings()))  # the limits' defaults
+        params.update(PROGRESS_EMBEDDINGS if place.mode != CHAT_MODE else {})
     elif endpoint.api == "ollama":
-        params["model"] = f"{'ollama_chat' if place.mode == 'chat' else 'ollama'}/{endpoint.model}"
         params.pop("api_key")
-        # The same safeguards as the shared Ollama's (ollama_tier).
-        params.update({"extra_body": dict(OLLAMA_NEVER_TRUNCATE)} if place.mode == CHAT_MODE else OLLAMA_EMBEDDINGS)
+        params.update(_ollama_params(endpoint.model, place.mode))  # the shared Ollama's safeguards too
     else:
         params["model"] = f"openai/{endpoint.model}"
     params["max_retries"] = 0

@@ -1017,27 +1017,8 @@ def _check_chain_keys(settings: Settings, states: Mapping[str, str]) -> None:
 def _check_ollama_context(ollama: OllamaSettings, context_tokens: int) -> None:
     """Ollama loads `gateway.contextTokens` only if its memory holds it, and silently caps it at what the model
     was trained for (core/context_window.py): either would break the chain's promise at request time."""
-    shape = KNOWN_OLLAMA_MODELS.get(ollama.model)
-    if shape is not None and context_tokens > shape.trained_context:
-        raise ConfigError(
-            "gateway.contextTokens",
-            context_tokens,
-            f"{ollama.model} holds at most {shape.trained_context} tokens (Ollama would cut it to that): "
-            f"set it to {shape.trained_context} or less, or choose another ollama.model",
-        )
-    apart = quantity_value(ollama.model_memory) if ollama.model_memory else None
-    per_token = ollama.memory_per_context_token
-    if shape is None and (apart is None or per_token is None):
-        missing = "ollama.modelMemory" if apart is None else "ollama.memoryPerContextToken"
-        raise ConfigError(
-            missing,
-            None,
-            f"the memory check has no estimate for {ollama.model}: set ollama.modelMemory (the model's size plus "
-            "its output buffer) and ollama.memoryPerContextToken (KV cache and attention buffer per token)",
-            state="is not set",
-        )
-    apart = int(apart if apart is not None else shape.bytes_apart_from_context)
-    per_token = per_token if per_token is not None else shape.bytes_per_context_token
+    _check_trained_context("gateway.contextTokens", context_tokens, ollama.model, "ollama.model")
+    apart, per_token = _model_estimate("ollama", ollama.model, ollama.model_memory, ollama.memory_per_context_token)
     requested = int(quantity_value(ollama.resources.requests.memory))
     needed = memory_needed(apart, per_token, context_tokens)
     if requested < needed:
@@ -1052,6 +1033,18 @@ def _check_ollama_context(ollama: OllamaSettings, context_tokens: int) -> None:
         )
 
 
+def _check_trained_context(key: str, context_tokens: int, model: str, other: str = "model") -> None:
+    """Ollama silently caps a context at what the model was trained for (core/context_window.py)."""
+    shape = KNOWN_OLLAMA_MODELS.get(model)
+    if shape is not None and context_tokens > shape.trained_context:
+        raise ConfigError(
+            key,
+            context_tokens,
+            f"{model} holds at most {shape.trained_context} tokens (Ollama would cut it to that): "
+            f"set it to {shape.trained_context} or less, or choose another {other}",
+        )
+
+
 def _model_estimate(key: str, model: str, model_memory: str | None, per_token: int | None) -> tuple[int, int]:
     """(bytes apart from the context, bytes per context token) of an Ollama model: set, or estimated."""
     shape = KNOWN_OLLAMA_MODELS.get(model)
@@ -1060,8 +1053,8 @@ def _model_estimate(key: str, model: str, model_memory: str | None, per_token: i
         raise ConfigError(
             f"{key}.{missing}",
             None,
-            f"the memory check has no estimate for {model}: set modelMemory (the model's size plus its output "
-            "buffer) and memoryPerContextToken (KV cache and attention buffer per token)",
+            f"the memory check has no estimate for {model}: set {key}.modelMemory (the model's size plus its "
+            f"output buffer) and {key}.memoryPerContextToken (KV cache and attention buffer per token)",
             state="is not set",
         )
     apart = int(quantity_value(model_memory)) if model_memory else shape.bytes_apart_from_context
@@ -1112,14 +1105,7 @@ def _check_one_context_per_model(settings: Settings) -> None:
                     f"{tier.ollama.model} is pulled once for the shared Ollama, pinned by {pinned_as} = {pin}: "
                     "give every tier of it the same pin",
                 )
-            shape = KNOWN_OLLAMA_MODELS.get(tier.ollama.model)
-            if shape is not None and settings.chain_context(chain) > shape.trained_context:
-                raise ConfigError(
-                    f"chains[{index}].contextTokens",
-                    settings.chain_context(chain),
-                    f"{tier.ollama.model} holds at most {shape.trained_context} tokens (Ollama would cut it to "
-                    f"that): set it to {shape.trained_context} or less, or choose another model",
-                )
+            _check_trained_context(f"chains[{index}].contextTokens", settings.chain_context(chain), tier.ollama.model)
             key, context = contexts.setdefault(
                 tier.ollama.model, (f"chains[{index}].contextTokens", settings.chain_context(chain))
             )
