@@ -37,8 +37,8 @@ import yaml
 
 from core.names import CONFIG_FILE_NAME
 from core.reference import replace_between
-from core.settings import Settings, parse_settings
-from core.stack_files import ROOT, stack_settings
+from core.settings import Settings
+from core.stack_files import CHAINS_EXAMPLE, ROOT, stack_settings
 from drill.client import chat
 from drill.redis_server import RedisServer
 from drill.runner import DRILL_MASTER_KEY, Drill, GatewayProcess, drill_files, free_port
@@ -285,14 +285,8 @@ def prod_features(redis: bool, chains: bool = False) -> Settings:
     with Redis or without; `chains`: with examples/Pulumi.chains.yaml's other chains beside it."""
     prod = stack_settings("prod")
     if chains:
-        prod = dataclasses.replace(prod, chains=example_chains().chains)  # the chat chain unchanged
+        prod = dataclasses.replace(prod, chains=stack_settings(CHAINS_EXAMPLE).chains)  # the chat chain unchanged
     return dataclasses.replace(prod, redis=dataclasses.replace(prod.redis, mode="deploy" if redis else "off"))
-
-
-def example_chains() -> Settings:
-    """examples/Pulumi.chains.yaml's settings: an embeddings chain and one on an existing vLLM."""
-    config = yaml.safe_load((ROOT / "examples" / "Pulumi.chains.yaml").read_text())["config"]
-    return parse_settings({key.split(":", 1)[1]: value for key, value in config.items()}, openai_key="secret")
 
 
 def process_cpu_seconds(pid: int) -> float:

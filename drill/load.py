@@ -1,20 +1,26 @@
 """Load through failover: 8 clients keep sending while the tiers are stopped and brought back.
 
-    .venv/bin/python -m drill.load [--stream] [--phase-seconds 6]
+    .venv/bin/python -m drill.load [--stream] [--phase-seconds 6] [--chains]
 
 Phases: all up → vLLM stopped mid-run → Ollama stopped too → both back. A stage is stopped for
 every chain: each `vllm` tier crashes with "vLLM", each model of the shared Ollama with "Ollama".
-With an embeddings chain, half the clients embed (`--chains`: examples/Pulumi.chains.yaml's). Every stand-in answers
-in ~0.3 s (tokens spread over that time), so requests are in flight when a tier stops: a stopped
-tier closes its port and cuts every open connection, as a crashed pod does. Each request is counted
-in the phase it started in; `cloud received` counts the prompts the cloud stand-in received during
-each phase (a walk already under way when both tiers come back may still end at the cloud: 0.5 s
-of grace). Loopback only; bounded in time (phases) and per request.
+With an embeddings chain (`--chains`: the dev stack with examples/Pulumi.chains.yaml's chains, in
+ROLLING_PHASES), half the clients embed. Every stand-in answers in ~0.3 s (tokens spread over that
+time), so requests are in flight when a tier stops: a stopped tier closes its port and cuts every
+open connection, as a crashed pod does.
+
+Each request is counted in the phase it started in. `served by` names the tiers of the requests that
+ran wholly inside their phase. A request under way while the tiers were switched (cut by a crash and
+re-served, or sent just as a tier came back) met two phases' tiers: it is listed under `across a
+switch` instead. `cloud received` counts the prompts the cloud stand-in received during each phase
+(a walk already under way when both tiers come back may still end at the cloud: 0.5 s of grace).
+Loopback only; bounded in time (phases) and per request.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -23,7 +29,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from core.chain import all_tiers, chains
-from core.stack_files import stack_settings
+from core.stack_files import CHAINS_EXAMPLE, stack_settings
 from drill.client import chat, embed
 from drill.runner import Drill
 
@@ -60,7 +66,8 @@ class PhaseReport:
     failed: int = 0
     failed_before_first_chunk: int = 0  # streams only
     cut_mid_stream: int = 0  # streams only: error after some chunks
-    tiers: Counter = field(default_factory=Counter)
+    tiers: Counter = field(default_factory=Counter)  # requests that ran wholly inside the phase
+    across_switch: Counter = field(default_factory=Counter)  # requests under way while the tiers switched
     errors: Counter = field(default_factory=Counter)
     cloud_received: int = 0  # prompts the cloud stand-in received while this phase was in force
 
@@ -95,6 +102,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
     current = {"phase": 0}
     stop = threading.Event()
     lock = threading.Lock()
+    switches: list[tuple[float, float]] = []  # (began, ended) of each phase's switch of the tiers
 
     def client_loop(index: int) -> None:
         # With a fleet, the clients are spread over its gateways, as a Service spreads connections.
@@ -103,12 +111,13 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
         asked = embeddings[0] if embeds else model
         with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
             while not stop.is_set():
-                phase = current["phase"]
+                began, phase = time.monotonic(), current["phase"]
                 ok, tier, error, chunks = _one_request(client, url, asked, stream, drill.master_key, embeds)
                 with lock:
                     report = reports[phase]
                     report.sent += 1
-                    report.tiers[tier or "-"] += 1
+                    inside = _inside_one_phase(began, time.monotonic(), switches)
+                    (report.tiers if inside else report.across_switch)[tier or "-"] += 1
                     if ok:
                         report.succeeded += 1
                         continue
@@ -135,9 +144,14 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
         thread.start()
     try:
         for index, (_, modes, *length) in enumerate(phases):
+            began = time.monotonic()
+            with lock:
+                switches.append((began, float("inf")))
             set_modes(modes)  # first: every request counted in a phase starts under its modes
             current["phase"] = index
             started_at.append(time.monotonic())
+            with lock:
+                switches[-1] = (began, started_at[-1])
             time.sleep(phase_seconds * (length[0] if length else 1))
     finally:
         stop.set()
@@ -153,16 +167,26 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
     return reports
 
 
+def _inside_one_phase(began: float, ended: float, switches: list[tuple[float, float]]) -> bool:
+    """Whether a request ran wholly between two switches of the tiers. One that began while the
+    modes were being set, or was under way when the next switch began, met two phases' tiers: the
+    phase it is counted in cannot say which tier it should have reached."""
+    return not any(began < switch_ended and ended > switch_began for switch_began, switch_ended in switches)
+
+
 def table(reports: list[PhaseReport], stream: bool) -> str:
     rows = [
-        "| phase | sent | succeeded | failed | before 1st chunk | cut mid-stream | served by | cloud received |",
-        "|---|---|---|---|---|---|---|---|",
+        "| phase | sent | succeeded | failed | before 1st chunk | cut mid-stream | served by | across a switch"
+        " | cloud received |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for report in reports:
-        tiers = ", ".join(f"{tier} {count}" for tier, count in sorted(report.tiers.items()))
+        tiers, across = (
+            ", ".join(f"{tier} {n}" for tier, n in sorted(c.items())) for c in (report.tiers, report.across_switch)
+        )
         middle = f"{report.failed_before_first_chunk} | {report.cut_mid_stream}" if stream else "- | -"
         counts = f"{report.sent} | {report.succeeded} | {report.failed}"
-        rows.append(f"| {report.name} | {counts} | {middle} | {tiers} | {report.cloud_received} |")
+        rows.append(f"| {report.name} | {counts} | {middle} | {tiers} | {across or '-'} | {report.cloud_received} |")
     return "\n".join(rows)
 
 
@@ -170,9 +194,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--phase-seconds", type=float, default=6.0)
+    parser.add_argument("--chains", action="store_true", help="add examples/Pulumi.chains.yaml's chains")
     args = parser.parse_args()
-    with Drill(stack_settings("dev")) as drill:
-        print(table(run_load(drill, args.stream, args.phase_seconds), args.stream))
+    settings = stack_settings("dev")
+    if args.chains:
+        settings = dataclasses.replace(settings, chains=stack_settings(CHAINS_EXAMPLE).chains)
+    phases = ROLLING_PHASES if args.chains else PHASES
+    with Drill(settings) as drill:
+        print(table(run_load(drill, args.stream, args.phase_seconds, phases), args.stream))
 
 
 if __name__ == "__main__":

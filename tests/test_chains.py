@@ -10,19 +10,17 @@ import pytest
 import yaml
 
 from core.kube import MINIMUM_KUBERNETES_VERSION
-from core.names import CONFIG_FILE_NAME, PROJECT, tier_object_name
+from core.names import CONFIG_FILE_NAME, tier_object_name
 from core.settings import parse_settings
-from core.stack_files import ROOT
+from core.stack_files import CHAINS_EXAMPLE, stack_config
 from pulumi_harness import CONFIG_MAP, DEPLOYMENT, NETWORK_POLICY, SECRET, run_program, run_program_expecting_error
 
-EXAMPLE = ROOT / "examples" / "Pulumi.chains.yaml"
 KEY = {"openaiApiKey": "sk-CHAINSCANARY-0123456789"}
 EMBED_KEY_CANARY = "sk-EMBEDCANARY-9876543210"
 
 
 def example_config() -> dict:
-    config = yaml.safe_load(EXAMPLE.read_text())["config"]
-    return {key.removeprefix(f"{PROJECT}:"): value for key, value in config.items()}
+    return stack_config(CHAINS_EXAMPLE)
 
 
 @pytest.fixture(scope="module")

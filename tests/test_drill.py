@@ -19,7 +19,7 @@ import pytest
 from core.litellm_config import litellm_config
 from core.stack_files import stack_settings
 from drill.client import Answer, chat
-from drill.load import run_load
+from drill.load import _inside_one_phase, run_load
 from drill.load import table as load_table
 from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY
 
@@ -359,3 +359,13 @@ def test_local_tiers_down_and_the_cloud_rate_limited_gives_429(fresh):
     fresh.standins["ollama"].set_mode("down")
     fresh.standins["openai"].set_mode("error", status=429)
     assert_honest(chat(fresh.url, MODEL), 429, "cloud_rate_limited")
+
+
+def test_a_request_under_way_during_a_switch_is_not_counted_as_inside_a_phase():
+    switches = [(0.0, 0.1), (5.0, 5.2)]  # (began, ended) of each switch of the tiers
+    assert _inside_one_phase(0.1, 4.9, switches)
+    assert not _inside_one_phase(4.9, 5.05, switches)  # sent before, answered during the switch
+    assert not _inside_one_phase(5.1, 5.5, switches)  # sent while the modes were being set
+    assert not _inside_one_phase(4.0, 6.0, switches)  # under way across the whole switch
+    assert _inside_one_phase(5.2, 9.0, switches)
+    assert not _inside_one_phase(9.0, 9.5, [*switches, (9.4, float("inf"))])  # a switch not ended yet

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
+from core.stack_files import CHAINS_EXAMPLE, stack_config
 from pulumi_harness import CONFIG_MAP, ROOT, Registration, run_program
 
 sys.path.insert(0, str(ROOT / "policy"))
@@ -181,8 +182,7 @@ def test_aliases_of_the_head_pass():
 @pytest.fixture(scope="module")
 def chains_run():
     """The example stack: the default chain, an embeddings chain and a chain on an existing endpoint."""
-    config = yaml.safe_load((ROOT / "examples" / "Pulumi.chains.yaml").read_text())["config"]
-    return run_program({key.split(":", 1)[1]: value for key, value in config.items()}, KEY)
+    return run_program(stack_config(CHAINS_EXAMPLE), KEY)
 
 
 def test_every_chain_of_a_several_chain_stack_passes(chains_run):
