@@ -19,6 +19,7 @@ from core.names import (
     service_url,
 )
 from core.settings import GatewaySettings, Settings
+from gateway.contract import CHAT_MODE
 
 
 def gateway_url(settings: Settings) -> str:
@@ -45,7 +46,26 @@ def gateway_environment(gateway: GatewaySettings, every: tuple[Chain, ...]) -> d
         # (litellm/proxy/utils.py reads NO_DOCS, NO_REDOC, NO_OPENAPI; admin_ui_utils.py DISABLE_ADMIN_UI).
         **({} if gateway.api_docs else {"NO_DOCS": off, "NO_REDOC": off, "NO_OPENAPI": off}),
         **({} if gateway.admin_ui else {"DISABLE_ADMIN_UI": off}),
+        **({OPENAI_EMBEDDINGS_RETRIES_ENV: "0"} if _openai_embeddings(every) else {}),
     }
+
+
+# LiteLLM's `openai/` embeddings read a deployment's `max_retries: 0` as "unset" and retry twice
+# (`max_retries or litellm.DEFAULT_MAX_RETRIES`, llms/openai/openai.py): a failing or hung cloud
+# would get 3 requests, and the chain's next step would wait for all of them. LiteLLM reads this
+# default from the environment (constants.py). Set only where such a tier exists, so that other
+# stacks' pods stay as they are.
+OPENAI_EMBEDDINGS_RETRIES_ENV = "DEFAULT_MAX_RETRIES"
+
+
+def _openai_embeddings(every: tuple[Chain, ...]) -> bool:
+    """Whether any embeddings tier goes through LiteLLM's `openai/` provider (a cloud tier, or an
+    endpoint with `api: openai`)."""
+    return any(
+        tier.mode != CHAT_MODE and str(tier.litellm_params.get("model", "")).startswith("openai/")
+        for chain in every
+        for tier in chain.tiers
+    )
 
 
 def gateway_files(settings: Settings) -> dict[str, str]:
