@@ -71,6 +71,11 @@ class PhaseReport:
     errors: Counter = field(default_factory=Counter)
     cloud_received: int = 0  # prompts the cloud stand-in received while this phase was in force
 
+    @property
+    def inside(self) -> int:
+        """Requests that ran wholly inside the phase: what `tiers` shares out."""
+        return sum(self.tiers.values())
+
 
 def _one_request(
     client: httpx.Client, base_url: str, model: str, stream: bool, api_key: str, embeddings: bool = False
@@ -136,7 +141,7 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
             else:
                 standin.set_mode("slow", delay=ANSWER_SECONDS)
 
-    set_modes({})
+    set_modes(phases[0][1])  # before the clients start: the first phase has no switch
     drill.reset_counts()
     started_at: list[float] = []
     clients = [threading.Thread(target=client_loop, args=(i,), name=f"client-{i}") for i in range(CLIENTS)]
@@ -144,14 +149,15 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
         thread.start()
     try:
         for index, (_, modes, *length) in enumerate(phases):
-            began = time.monotonic()
-            with lock:
-                switches.append((began, float("inf")))
-            set_modes(modes)  # first: every request counted in a phase starts under its modes
-            current["phase"] = index
+            if index:
+                began = time.monotonic()
+                with lock:
+                    switches.append((began, float("inf")))
+                set_modes(modes)  # first: every request counted in a phase starts under its modes
+                current["phase"] = index
+                with lock:
+                    switches[-1] = (began, time.monotonic())
             started_at.append(time.monotonic())
-            with lock:
-                switches[-1] = (began, started_at[-1])
             time.sleep(phase_seconds * (length[0] if length else 1))
     finally:
         stop.set()
