@@ -62,7 +62,7 @@ def _openai_embeddings(every: tuple[Chain, ...]) -> bool:
     """Whether any embeddings tier goes through LiteLLM's `openai/` provider (a cloud tier, or an
     endpoint with `api: openai`)."""
     return any(
-        tier.mode != CHAT_MODE and str(tier.litellm_params.get("model", "")).startswith("openai/")
+        tier.mode != CHAT_MODE and tier.litellm_params["model"].startswith("openai/")
         for chain in every
         for tier in chain.tiers
     )
