@@ -40,7 +40,6 @@ PHASES = (
     ("vLLM and Ollama stopped", {"vllm": "crash", "ollama": "crash"}),
     ("both back", {}),
 )
-BOTH_LOCAL_DOWN = 2  # index of the phase in which the cloud may answer
 # Every chain keeps a local tier in every phase (an embeddings chain has no cloud to fall to): the
 # GPU tiers crash, come back and are given three phases to leave their cooldown (gateway.cooldownSeconds
 # after the last failed probe), then the shared Ollama crashes. A third element: the phase's length
@@ -167,10 +166,15 @@ def run_load(drill: Drill, stream: bool, phase_seconds: float, phases=PHASES) ->
     for received in drill.cloud.received_at if drill.cloud else ():
         phase = max(i for i, start in enumerate(started_at) if start <= received)
         # A walk that found both local tiers down just before they came back still ends at the cloud.
-        if phase == BOTH_LOCAL_DOWN + 1 and received - started_at[phase] < RETURN_GRACE_SECONDS:
-            phase = BOTH_LOCAL_DOWN
+        if phase and _both_local_down(phases[phase - 1][1]) and received - started_at[phase] < RETURN_GRACE_SECONDS:
+            phase -= 1
         reports[phase].cloud_received += 1
     return reports
+
+
+def _both_local_down(modes: dict[str, str]) -> bool:
+    """Whether a phase stops both local stages: the only phase in which the cloud may answer."""
+    return {"vllm", "ollama"} <= modes.keys()
 
 
 def _inside_one_phase(began: float, ended: float, switches: list[tuple[float, float]]) -> bool:

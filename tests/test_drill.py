@@ -19,7 +19,7 @@ import pytest
 from core.litellm_config import litellm_config
 from core.stack_files import stack_settings
 from drill.client import Answer, chat
-from drill.load import _inside_one_phase, run_load
+from drill.load import PHASES, ROLLING_PHASES, _both_local_down, _inside_one_phase, run_load
 from drill.load import table as load_table
 from drill.runner import DRILL_MASTER_KEY, DRILL_OPENAI_KEY
 
@@ -370,3 +370,8 @@ def test_a_request_under_way_during_a_switch_is_not_counted_as_inside_a_phase():
     assert not _inside_one_phase(4.0, 6.0, switches)  # under way across the whole switch
     assert _inside_one_phase(5.2, 9.0, switches)
     assert not _inside_one_phase(9.0, 9.5, [*switches, (9.4, float("inf"))])  # a switch not ended yet
+
+
+def test_the_cloud_may_answer_only_in_a_phase_that_stops_both_local_stages():
+    assert [_both_local_down(modes) for _, modes, *_ in PHASES] == [False, False, True, False]
+    assert not any(_both_local_down(modes) for _, modes, *_ in ROLLING_PHASES)  # no grace: the cloud never
