@@ -49,6 +49,7 @@ def deployment(api_base: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
+PROBE_INPUT = "test from litellm"  # the proxy's health check embeds this (proxy/health_check.py)
 MODEL_INFO = {"id": "vllm-embed", "mode": "embedding", "health_check_timeout": 4, "health_check_params": {}}
 
 
@@ -64,6 +65,7 @@ class EmbeddingVllm:
         self.delay = 0.0
         self.received: list[dict[str, Any]] = []
         self.health = 0
+        self.probe_waits = False  # the probe's one input waits, as behind a burst in vLLM's queue
         self.prompt_tokens = 100
         self.running = 0
         self.runner: web.AppRunner | None = None
@@ -87,6 +89,8 @@ class EmbeddingVllm:
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.received.append(body)
+        if self.probe_waits and body["input"] == [PROBE_INPUT]:
+            await asyncio.sleep(60)  # queued behind a burst that came just after it; ended by cleanup
         if isinstance(self.mode, int):
             error = {"message": f"stand-in answers {self.mode}", "type": "BadRequestError", "code": self.mode}
             return web.json_response({"error": error}, status=self.mode)
@@ -294,7 +298,7 @@ def test_the_probe_embeds_one_input_on_an_idle_engine():
     assert "error" not in result, result
     assert health == 1
     # The health check's own input, one of it: an embedding that cannot queue.
-    assert received == [{"model": MODEL, "input": ["test from litellm"]}]
+    assert received == [{"model": MODEL, "input": [PROBE_INPUT]}]
 
 
 def test_the_probe_judges_a_busy_engine_by_its_progress_without_queueing_behind_it():
@@ -309,6 +313,42 @@ def test_the_probe_judges_a_busy_engine_by_its_progress_without_queueing_behind_
     result, requests = run_with_provider(scenario)
     assert "error" not in result, result
     assert requests == 1  # only the client's: the probe sent no embedding
+
+
+def probe_overtaken_by_a_burst(burst: bool) -> tuple[dict[str, Any], float]:
+    """The probe finds the engine idle and sends its one input; it waits in the engine. With `burst`,
+    clients' requests arrive just after it and the engine works through them (its counters move).
+    The health check's result, and seconds from the input's arrival."""
+
+    async def scenario(progress, vllm):
+        vllm.probe_waits = True
+        probing = asyncio.ensure_future(health_check(vllm.api_base))
+        while not vllm.received:
+            await asyncio.sleep(0.01)
+        arrived = time.monotonic()
+        working = []
+        if burst:
+            vllm.mode, vllm.delay = "busy", 10
+            working = [asyncio.ensure_future(embed(vllm.api_base)) for _ in range(3)]
+        result = await probing
+        for request in working:
+            request.cancel()
+        return result, time.monotonic() - arrived
+
+    return run_with_provider(scenario)
+
+
+def test_a_burst_right_after_an_idle_probe_is_busy_not_hung():
+    # Before: the input waited out the health check's 4 s, and vLLM was cooled down at peak load.
+    result, took = probe_overtaken_by_a_burst(burst=True)
+    assert "error" not in result, result
+    assert took < MODEL_INFO["health_check_timeout"] - 1, took  # judged by the engine's progress, ~1.5 s
+
+
+def test_an_idle_engine_that_does_not_answer_the_probe_still_fails_it():
+    result, took = probe_overtaken_by_a_burst(burst=False)
+    assert isinstance(result.get("exception"), litellm.Timeout), result
+    assert took >= MODEL_INFO["health_check_timeout"] - SLACK
 
 
 def test_the_probe_fails_a_frozen_engine():
