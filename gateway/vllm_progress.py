@@ -828,8 +828,9 @@ async def _idle_check_unless_busy(idle_check: Callable[[], Awaitable[T]], watch:
     began and its answer has not come. Idle when the probe looked is not idle a moment later: a burst
     that arrived just after it queued the one token behind the burst (in vLLM's queue, or in the
     gateway's pool when it was full), the proxy's health check timed out, and vLLM was cooled down at
-    peak load (measured: 80 streams at once, 6 to 58 of them sent to Ollama in 6 runs). The engine's progress is
-    what a busy engine is judged by (`probe_engine`); a hung one makes none, and still fails."""
+    peak load (measured: 80 streams at once, 6 to 58 of them sent to Ollama in 6 runs). The engine's
+    progress is what a busy engine is judged by (`probe_engine`); a hung one makes none, and still
+    fails."""
     began = time.monotonic()
     task = asyncio.ensure_future(idle_check())
     try:
