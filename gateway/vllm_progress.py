@@ -38,7 +38,8 @@ still fits in the first try's `first_token_timeout` (`same_tier_retry_delay`); a
 
 The background health check (`engine_probe` in `model_info.health_check_params`) is not a generation
 that queues behind the load: it asks vLLM's `/health`, and judges a busy engine by its progress. Only
-an idle engine (nothing running or waiting) gets a one-token generation, which cannot queue.
+an idle engine (nothing running or waiting) gets a one-token generation; if a burst overtakes that
+token, the engine's progress passes the probe as busy.
 
 A streaming client whose vLLM stream stalls after it has received chunks gets an error and no
 fallback: splicing two tiers' text into one answer would be worse than a clean failure.
@@ -329,6 +330,7 @@ class EngineWatch:
         self.counters_moved_at = 0.0
         self.counters: float | None = None
         self.sampled_at = 0.0
+        self.asked_at = 0.0  # when the last sample taken was asked for
         self.queue = 0.0  # requests running + waiting in vLLM, at the last sample
         self.evidence = MetricsEvidence(self.metrics_url)
         self.open_requests = 0
@@ -342,28 +344,36 @@ class EngineWatch:
     def saw_event(self) -> None:
         self.last_event_at = time.monotonic()
 
-    async def sample(self) -> None:
-        """Read vLLM's counters once; no answer in time is simply no evidence of progress."""
+    async def sample(self) -> bool:
+        """Read vLLM's counters once; whether they could be read (no answer in time is simply no
+        evidence of progress). Samples overlap (the sampler, probes); one asked before the last one
+        taken is dropped, or its older counters would be the baseline and the next sample would
+        "move" on a hung engine."""
+        asked = time.monotonic()
         try:
             response = await _probe_clients.get(PROBE_CONNECTIONS).get(
                 self.metrics_url, timeout=SAMPLE_EVERY_SECONDS * 2
             )
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            return  # vLLM is not there at all: an outage (failover, alerts), not a blind watch
+            return False  # vLLM is not there at all: an outage (failover, alerts), not a blind watch
         except httpx.HTTPError as failed:
             self.evidence.unreadable(f"no answer ({type(failed).__name__})")
-            return
+            return False
         sums = parse_metrics(response.text) if response.status_code == 200 else None
         if sums is None or not any(f"{name}{{" in response.text for name in PROGRESS_COUNTERS):
             why = f"HTTP {response.status_code}" if sums is None else f"none of {', '.join(PROGRESS_COUNTERS)}"
             self.evidence.unreadable(why)
-            return
+            return False
         self.evidence.readable()
+        if asked < self.asked_at:
+            return True  # overtaken by a later sample: read, but no longer news
         counters = sum(sums[name] for name in PROGRESS_COUNTERS)
-        if self.counters is not None and counters != self.counters:
+        # Up only: counters that went down belong to a restarted engine, which made no progress.
+        if self.counters is not None and counters > self.counters:
             self.counters_moved_at = self.sampled_at
-        self.counters, self.sampled_at = counters, time.monotonic()
+        self.counters, self.sampled_at, self.asked_at = counters, time.monotonic(), asked
         self.queue = sum(sums[name] for name in QUEUE_GAUGES)
+        return True
 
     async def _sample_while_quiet(self) -> None:
         while self.quiet_requests > 0:
@@ -454,8 +464,16 @@ async def _watched(step: Any, limits: Limits, watch: EngineWatch, sent: float, o
     finally:
         if sampling:
             watch.no_longer_quiet()
-        if not task.done():
-            task.cancel()
+        _let_go(task)
+
+
+def _let_go(task: asyncio.Future) -> None:
+    """Cancel a task no longer waited for; if it ended meanwhile (both due in one loop turn after a
+    blocked loop), take its exception, so asyncio does not log it as never retrieved."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 # Errors that say "again, shortly" get one more try on vLLM before the next tier: a 5xx at once, and
@@ -797,7 +815,7 @@ async def _lines_of(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
 
 async def probe_engine(api_base: str, model: str, limits: Limits, idle_check: Callable[[], Awaitable[T]]) -> T | None:
     """The background health check: `/health`, then progress if busy (None: busy, progressing), or if
-    idle `idle_check()` (a one-token answer, a one-input embedding: neither can queue), its result."""
+    idle `idle_check()` (a one-token answer, a one-input embedding), its result."""
     watch = _watches.get(api_base)
 
     def error(kind: Any, message: str) -> Exception:
@@ -811,15 +829,18 @@ async def probe_engine(api_base: str, model: str, limits: Limits, idle_check: Ca
         raise error(litellm.Timeout, f"vLLM /health did not answer: {failed}") from None
     if health.status_code != 200:
         raise error(litellm.ServiceUnavailableError, f"vLLM /health answered {health.status_code}")
-    await watch.sample()
-    if watch.queue > 0 or watch.open_requests > 0:
+    # Busy by vLLM's own queue; only when that cannot be read, by this process's open requests (one
+    # of them may be long finished in vLLM and held open by a client that stopped reading: judged
+    # busy, nothing moves, and an idle engine would be cooled down).
+    readable = await watch.sample()
+    if watch.queue > 0 if readable else watch.open_requests > 0:
         # Busy: the engine must have moved within the stall limit (two samples apart, at least).
         await asyncio.sleep(SAMPLE_EVERY_SECONDS)
         await watch.sample()
         if time.monotonic() - watch.last_progress >= limits.stall:
             raise error(litellm.Timeout, "vLLM made no progress: requests are open and no token moved")
         return None
-    # Idle: one token (one input) cannot queue, and proves the engine still works.
+    # Idle: one token (one input) proves the engine still works.
     return await _idle_check_unless_busy(idle_check, watch)
 
 
@@ -833,6 +854,10 @@ async def _idle_check_unless_busy(idle_check: Callable[[], Awaitable[T]], watch:
     fails."""
     began = time.monotonic()
     task = asyncio.ensure_future(idle_check())
+    # vLLM's counters are sampled from the start (not after a quiet second, as for a request): a
+    # probe timeout may be 1 s (healthCheckIntervalSeconds 2), and other replicas' bursts, or
+    # embeddings, show only there.
+    watch.became_quiet()
     try:
         while True:
             done, _ = await asyncio.wait({task}, timeout=CHECK_EVERY_SECONDS)
@@ -841,8 +866,8 @@ async def _idle_check_unless_busy(idle_check: Callable[[], Awaitable[T]], watch:
             if watch.last_progress > began:
                 return None
     finally:
-        if not task.done():
-            task.cancel()
+        watch.no_longer_quiet()
+        _let_go(task)
 
 
 async def probe_chat_engine(

@@ -315,10 +315,11 @@ def test_the_probe_judges_a_busy_engine_by_its_progress_without_queueing_behind_
     assert requests == 1  # only the client's: the probe sent no embedding
 
 
-def probe_overtaken_by_a_burst(burst: bool) -> tuple[dict[str, Any], float]:
-    """The probe finds the engine idle and sends its one input; it waits in the engine. With `burst`,
-    clients' requests arrive just after it and the engine works through them (its counters move).
-    The health check's result, and seconds from the input's arrival."""
+def probe_overtaken(by: str | None) -> tuple[dict[str, Any], float, tuple[int, int]]:
+    """The probe finds the engine idle and sends its one input; it waits in the engine. `by`: the
+    mode of the engine when clients' requests arrive just after it ("busy": it works through them,
+    its counters move; "frozen": they hang too), or None (no one comes). The health check's result,
+    seconds from the input's arrival, and the watch's open and quiet requests after it."""
 
     async def scenario(progress, vllm):
         vllm.probe_waits = True
@@ -327,28 +328,88 @@ def probe_overtaken_by_a_burst(burst: bool) -> tuple[dict[str, Any], float]:
             await asyncio.sleep(0.01)
         arrived = time.monotonic()
         working = []
-        if burst:
-            vllm.mode, vllm.delay = "busy", 10
+        if by is not None:
+            vllm.mode, vllm.delay = by, 10
             working = [asyncio.ensure_future(embed(vllm.api_base)) for _ in range(3)]
         result = await probing
+        took = time.monotonic() - arrived
         for request in working:
             request.cancel()
-        return result, time.monotonic() - arrived
+        await asyncio.sleep(0.1)  # the cancelled probe request's own cleanup
+        watch = progress._watches.get(vllm.api_base)
+        return result, took, (watch.open_requests, watch.quiet_requests)
 
     return run_with_provider(scenario)
 
 
 def test_a_burst_right_after_an_idle_probe_is_busy_not_hung():
     # Before: the input waited out the health check's 4 s, and vLLM was cooled down at peak load.
-    result, took = probe_overtaken_by_a_burst(burst=True)
+    result, took, left = probe_overtaken("busy")
     assert "error" not in result, result
-    assert took < MODEL_INFO["health_check_timeout"] - 1, took  # judged by the engine's progress, ~1.5 s
+    # Judged by vLLM's counters, sampled every 0.5 s from the start: 0.74 s measured (1.8 s when the
+    # sampling began after a quiet second, too late for a probe timeout of 1 s).
+    assert took < 1.5, took
+    assert left == (0, 0)
+
+
+def test_a_burst_into_a_frozen_engine_still_fails_the_probe():
+    # Requests that arrive are not progress; tokens (counters) moving are.
+    result, took, left = probe_overtaken("frozen")
+    assert isinstance(result.get("exception"), litellm.Timeout), result
+    assert took >= MODEL_INFO["health_check_timeout"] - SLACK
+    assert left == (0, 0)
 
 
 def test_an_idle_engine_that_does_not_answer_the_probe_still_fails_it():
-    result, took = probe_overtaken_by_a_burst(burst=False)
+    result, took, left = probe_overtaken(None)
     assert isinstance(result.get("exception"), litellm.Timeout), result
     assert took >= MODEL_INFO["health_check_timeout"] - SLACK
+    assert left == (0, 0)
+
+
+def test_a_request_held_open_by_its_client_does_not_make_an_idle_engine_busy():
+    # A stream vLLM finished long ago stays open in the gateway while its client stops reading.
+    # vLLM's queue is empty: the probe asks the engine for one input, and it answers.
+    async def scenario(progress, vllm):
+        progress._watches.get(vllm.api_base).open_requests += 1
+        return await health_check(vllm.api_base), vllm.received
+
+    result, received = run_with_provider(scenario)
+    assert "error" not in result, result  # before: Timeout ("requests are open and no token moved")
+    assert received == [{"model": MODEL, "input": [PROBE_INPUT]}]
+
+
+def test_a_sample_overtaken_by_a_later_one_is_not_the_baseline():
+    # Two samples overlap; the first one's answer (older counters) comes last. As the baseline, it
+    # would make the next sample of a hung engine "move".
+    answers = iter([(0.5, 100), (0, 107), (0, 107)])  # (delay, counters) per /metrics request
+
+    async def metrics(request: web.Request) -> web.Response:
+        delay, counters = next(answers)
+        await asyncio.sleep(delay)
+        return web.Response(text=f'vllm:generation_tokens_total{{model_name="m"}} {counters}.0\n')
+
+    async def scenario() -> float:
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        progress = progress_handler()
+        try:
+            watch = progress.EngineWatch(f"http://127.0.0.1:{port}/v1")
+            first = asyncio.ensure_future(watch.sample())
+            await asyncio.sleep(0.1)
+            await watch.sample()  # asked later, answered first: 107
+            await first  # 100, too late
+            await watch.sample()  # 107 again: nothing moved
+            return watch.counters_moved_at
+        finally:
+            await close_pools(progress)
+            await runner.cleanup()
+
+    assert asyncio.run(scenario()) == 0.0
 
 
 def test_the_probe_fails_a_frozen_engine():
