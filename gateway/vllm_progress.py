@@ -12,8 +12,8 @@ when the **engine** has made no progress either. The engine's progress is known 
 - every event of every vLLM stream this gateway process has open (`EngineWatch.saw_event`);
 - vLLM's own Prometheus counters at `/metrics` (`vllm:generation_tokens_total`,
   `vllm:prompt_tokens_total`; names from vllm/v1/metrics/loggers.py, v0.11), sampled about twice a
-  second while a request is quiet (not during ordinary traffic), which also shows tokens produced
-  for other gateway replicas.
+  second while a request is quiet or the probe's idle check waits (not during ordinary traffic),
+  which also shows tokens produced for other gateway replicas; they count only when they go up.
 So a request queued behind a full batch stays on vLLM while anyone's tokens flow, and a hung GPU
 (nothing moves for anyone) is given up on after the same limits as before. When `/metrics` cannot be
 read although vLLM answers, only the first way is left: `llm_gateway_vllm_progress_blind` says so,
@@ -334,7 +334,7 @@ class EngineWatch:
         self.queue = 0.0  # requests running + waiting in vLLM, at the last sample
         self.evidence = MetricsEvidence(self.metrics_url)
         self.open_requests = 0
-        self.quiet_requests = 0  # requests past SAMPLE_WHEN_QUIET_SECONDS without an event
+        self.quiet_requests = 0  # requests past SAMPLE_WHEN_QUIET_SECONDS without an event, idle checks
         self.sampler: asyncio.Task | None = None
 
     @property
@@ -345,9 +345,9 @@ class EngineWatch:
         self.last_event_at = time.monotonic()
 
     async def sample(self) -> bool:
-        """Read vLLM's counters once; whether they could be read (no answer in time is simply no
-        evidence of progress). Samples overlap (the sampler, probes); one asked before the last one
-        taken is dropped, or its older counters would be the baseline and the next sample would
+        """Read vLLM's counters once (no answer in time is simply no evidence of progress); whether
+        its queue could be read too. Samples overlap (the sampler, probes); one asked before the last
+        one taken is dropped, or its older counters would be the baseline and the next sample would
         "move" on a hung engine."""
         asked = time.monotonic()
         try:
@@ -365,21 +365,26 @@ class EngineWatch:
             self.evidence.unreadable(why)
             return False
         self.evidence.readable()
+        # Gauges missing from the text read as 0 (`parse_metrics`): an upgrade that renamed them
+        # would show a saturated engine as idle. Unread, the probe falls back on open requests.
+        queue_read = any(f"{name}{{" in response.text for name in QUEUE_GAUGES)
         if asked < self.asked_at:
-            return True  # overtaken by a later sample: read, but no longer news
+            return queue_read  # overtaken by a later sample: read, but no longer news
         counters = sum(sums[name] for name in PROGRESS_COUNTERS)
         # Up only: counters that went down belong to a restarted engine, which made no progress.
         if self.counters is not None and counters > self.counters:
             self.counters_moved_at = self.sampled_at
         self.counters, self.sampled_at, self.asked_at = counters, time.monotonic(), asked
         self.queue = sum(sums[name] for name in QUEUE_GAUGES)
-        return True
+        return queue_read
 
     async def _sample_while_quiet(self) -> None:
-        while self.quiet_requests > 0:
-            await self.sample()
-            await asyncio.sleep(SAMPLE_EVERY_SECONDS)
-        self.sampler = None
+        try:
+            while self.quiet_requests > 0:
+                await self.sample()
+                await asyncio.sleep(SAMPLE_EVERY_SECONDS)
+        finally:
+            self.sampler = None  # a sampler that died is started again by the next quiet request
 
     def became_quiet(self) -> None:
         self.quiet_requests += 1
@@ -832,8 +837,8 @@ async def probe_engine(api_base: str, model: str, limits: Limits, idle_check: Ca
     # Busy by vLLM's own queue; only when that cannot be read, by this process's open requests (one
     # of them may be long finished in vLLM and held open by a client that stopped reading: judged
     # busy, nothing moves, and an idle engine would be cooled down).
-    readable = await watch.sample()
-    if watch.queue > 0 if readable else watch.open_requests > 0:
+    queue_read = await watch.sample()
+    if watch.queue > 0 if queue_read else watch.open_requests > 0:
         # Busy: the engine must have moved within the stall limit (two samples apart, at least).
         await asyncio.sleep(SAMPLE_EVERY_SECONDS)
         await watch.sample()
@@ -853,12 +858,13 @@ async def _idle_check_unless_busy(idle_check: Callable[[], Awaitable[T]], watch:
     progress is what a busy engine is judged by (`probe_engine`); a hung one makes none, and still
     fails."""
     began = time.monotonic()
-    task = asyncio.ensure_future(idle_check())
     # vLLM's counters are sampled from the start (not after a quiet second, as for a request): a
     # probe timeout may be 1 s (healthCheckIntervalSeconds 2), and other replicas' bursts, or
     # embeddings, show only there.
     watch.became_quiet()
+    task: asyncio.Future | None = None
     try:
+        task = asyncio.ensure_future(idle_check())
         while True:
             done, _ = await asyncio.wait({task}, timeout=CHECK_EVERY_SECONDS)
             if done:
@@ -867,7 +873,8 @@ async def _idle_check_unless_busy(idle_check: Callable[[], Awaitable[T]], watch:
                 return None
     finally:
         watch.no_longer_quiet()
-        _let_go(task)
+        if task is not None:
+            _let_go(task)
 
 
 async def probe_chat_engine(

@@ -66,6 +66,7 @@ class EmbeddingVllm:
         self.received: list[dict[str, Any]] = []
         self.health = 0
         self.probe_waits = False  # the probe's one input waits, as behind a burst in vLLM's queue
+        self.queue_gauges = True  # False: renamed by an upgrade (the progress counters still read)
         self.prompt_tokens = 100
         self.running = 0
         self.runner: web.AppRunner | None = None
@@ -117,9 +118,9 @@ class EmbeddingVllm:
             self.prompt_tokens += 7
         running = self.running if self.mode != "frozen" else max(self.running, 1)
         labels = f'{{model_name="{MODEL}"}}'
+        gauges = [f"vllm:num_requests_running{labels} {running}.0", f"vllm:num_requests_waiting{labels} 0.0"]
         lines = [
-            f"vllm:num_requests_running{labels} {running}.0",
-            f"vllm:num_requests_waiting{labels} 0.0",
+            *(gauges if self.queue_gauges else []),
             f"vllm:prompt_tokens_total{labels} {self.prompt_tokens}.0",
             f"vllm:generation_tokens_total{labels} 0.0",
         ]
@@ -301,9 +302,11 @@ def test_the_probe_embeds_one_input_on_an_idle_engine():
     assert received == [{"model": MODEL, "input": [PROBE_INPUT]}]
 
 
-def test_the_probe_judges_a_busy_engine_by_its_progress_without_queueing_behind_it():
+@pytest.mark.parametrize("queue_gauges", [True, False], ids=["queue-read", "queue-gauges-renamed"])
+def test_the_probe_judges_a_busy_engine_by_its_progress_without_queueing_behind_it(queue_gauges):
+    # Without vLLM's queue gauges (the counters still read), this process's open request says busy.
     async def scenario(progress, vllm):
-        vllm.mode, vllm.delay = "busy", 10
+        vllm.mode, vllm.delay, vllm.queue_gauges = "busy", 10, queue_gauges
         working = asyncio.ensure_future(embed(vllm.api_base))
         await asyncio.sleep(0.2)
         result = await health_check(vllm.api_base)
