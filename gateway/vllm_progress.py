@@ -279,6 +279,11 @@ def parse_metrics(text: str) -> dict[str, float]:
     return sums
 
 
+def _exposes(text: str, names: tuple[str, ...]) -> bool:
+    """Whether a /metrics text has a sample of any of these metrics (vLLM labels every one)."""
+    return any(f"{name}{{" in text for name in names)
+
+
 # 1 while vLLM answers but its /metrics cannot be read (a NetworkPolicy or proxy in the way, a renamed
 # metric, a vLLM upgrade): busy and hung then look alike (core/observability.py alerts on it). Served at
 # the proxy's /metrics/.
@@ -360,14 +365,14 @@ class EngineWatch:
             self.evidence.unreadable(f"no answer ({type(failed).__name__})")
             return False
         sums = parse_metrics(response.text) if response.status_code == 200 else None
-        if sums is None or not any(f"{name}{{" in response.text for name in PROGRESS_COUNTERS):
+        if sums is None or not _exposes(response.text, PROGRESS_COUNTERS):
             why = f"HTTP {response.status_code}" if sums is None else f"none of {', '.join(PROGRESS_COUNTERS)}"
             self.evidence.unreadable(why)
             return False
         self.evidence.readable()
         # Gauges missing from the text read as 0 (`parse_metrics`): an upgrade that renamed them
         # would show a saturated engine as idle. Unread, the probe falls back on open requests.
-        queue_read = any(f"{name}{{" in response.text for name in QUEUE_GAUGES)
+        queue_read = _exposes(response.text, QUEUE_GAUGES)
         if asked < self.asked_at:
             return queue_read  # overtaken by a later sample: read, but no longer news
         counters = sum(sums[name] for name in PROGRESS_COUNTERS)

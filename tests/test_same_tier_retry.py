@@ -41,15 +41,20 @@ async def vllm_that_fails_once_then_hangs(head_after: float, retry_after: str | 
     return runner, api_base, arrived
 
 
-async def serve_chat(chat) -> tuple[web.AppRunner, str]:
-    """A loopback server whose POST /v1/chat/completions is `chat`: its runner and its api_base."""
+async def serve_loopback(method: str, path: str, handler) -> tuple[web.AppRunner, str]:
+    """A loopback server whose `method path` is `handler`: its runner and its api_base."""
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/v1"
+
+
+async def serve_chat(chat) -> tuple[web.AppRunner, str]:
+    """A loopback server whose POST /v1/chat/completions is `chat`: its runner and its api_base."""
+    return await serve_loopback("POST", "/v1/chat/completions", chat)
 
 
 def given_up_after(head_after: float, retry_after: str | None) -> tuple[float, int, type]:

@@ -23,6 +23,7 @@ from litellm.proxy.health_check import _run_model_health_check
 
 from drill.runner import free_port
 from tests.test_failover_bench import progress_handler
+from tests.test_same_tier_retry import serve_loopback
 
 PROVIDER = "vllm-progress"
 MODEL = "BAAI/bge-m3"
@@ -393,15 +394,10 @@ def test_a_sample_overtaken_by_a_later_one_is_not_the_baseline():
         return web.Response(text=f'vllm:generation_tokens_total{{model_name="m"}} {counters}.0\n')
 
     async def scenario() -> float:
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, api_base = await serve_loopback("GET", "/metrics", metrics)
         progress = progress_handler()
         try:
-            watch = progress.EngineWatch(f"http://127.0.0.1:{port}/v1")
+            watch = progress.EngineWatch(api_base)
             first = asyncio.ensure_future(watch.sample())
             await asyncio.sleep(0.1)
             await watch.sample()  # asked later, answered first: 107
